@@ -1,0 +1,44 @@
+"""rlgrad: policy-gradient reinforcement learning on a reverse-mode autodiff engine over numpy."""
+
+from __future__ import annotations
+
+from . import nn
+from .autograd import conjugate_gradient, grad, gradcheck, hessian, hvp, jacobian
+from .tensor import (
+    Tensor,
+    concatenate,
+    enable_grad,
+    is_grad_enabled,
+    linear,
+    log_softmax,
+    logsumexp,
+    no_grad,
+    softmax,
+    stack,
+    tensor,
+    where,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor",
+    "tensor",
+    "no_grad",
+    "enable_grad",
+    "is_grad_enabled",
+    "linear",
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "concatenate",
+    "stack",
+    "where",
+    "grad",
+    "hvp",
+    "hessian",
+    "jacobian",
+    "conjugate_gradient",
+    "gradcheck",
+    "nn",
+]
