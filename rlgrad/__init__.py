@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import nn
+from ._allocator import tune_allocator
 from .autograd import conjugate_gradient, grad, gradcheck, hessian, hvp, jacobian
 from .tensor import (
     Tensor,
@@ -20,6 +21,8 @@ from .tensor import (
 )
 
 __version__ = "0.1.0"
+
+tune_allocator()
 
 __all__ = [
     "Tensor",
