@@ -63,7 +63,8 @@ def torch_update(seed: int):
     opt = torch.optim.Adam(policy.parameters(), lr=LR)
 
     def update(obs, actions, adv):
-        obs_t, act_t, adv_t = torch.from_numpy(obs), torch.from_numpy(actions), torch.from_numpy(adv)
+        obs_t, act_t = torch.from_numpy(obs), torch.from_numpy(actions)
+        adv_t = torch.from_numpy(adv)
         logp = torch.log_softmax(policy(obs_t), -1).gather(1, act_t[:, None]).squeeze(1)
         loss = -(logp * adv_t).mean()
         opt.zero_grad()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import nn
+from . import nn, optim
 from ._allocator import tune_allocator
 from .autograd import conjugate_gradient, grad, gradcheck, hessian, hvp, jacobian
 from .tensor import (
@@ -44,4 +44,5 @@ __all__ = [
     "conjugate_gradient",
     "gradcheck",
     "nn",
+    "optim",
 ]

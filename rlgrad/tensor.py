@@ -211,6 +211,11 @@ class Tensor:
         taken = {id(seed)}
         for leaf, g in grads.items():
             d = leaf.data
+            if not isinstance(g, np.ndarray):  # numpy returns scalars for 0-d arithmetic
+                g = np.array(g, dtype=d.dtype)
+                taken.add(id(g))
+                leaf.grad = g if leaf.grad is None else leaf.grad + g
+                continue
             if g.dtype != d.dtype or g.shape != d.shape:
                 g = np.broadcast_to(g, d.shape).astype(d.dtype)
             if leaf.grad is not None:

@@ -1,0 +1,147 @@
+"""Adam: bias-corrected first and second moment estimates of the gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from rlgrad.optim.optimizer import Optimizer, ParamsT
+
+__all__ = ["Adam"]
+
+
+class Adam(Optimizer):
+    r"""Adam (Kingma & Ba, 2015), optionally AMSGrad (Reddi, Kale & Kumar, 2018).
+
+    .. math::
+       \begin{aligned}
+            &\textbf{input}: \gamma \text{ (lr)}, \beta_1, \beta_2 \text{ (betas)}, \theta_0
+                \text{ (params)}, f(\theta) \text{ (objective)}, \lambda
+                \text{ (weight decay)}, \textit{amsgrad}, \epsilon                           \\
+            &\textbf{initialize}: m_0 \leftarrow 0 \text{ (first moment)},
+                v_0 \leftarrow 0 \text{ (second moment)}, v_0^{max} \leftarrow 0              \\
+            &\textbf{for}\: t = 1 \:\textbf{to}\: \ldots \:\textbf{do}                      \\
+            &\quad g_t \leftarrow \nabla_\theta f_t(\theta_{t-1})                            \\
+            &\quad \textbf{if}\: \lambda \neq 0: \; g_t \leftarrow g_t + \lambda \theta_{t-1}  \\
+            &\quad m_t \leftarrow \beta_1 m_{t-1} + (1 - \beta_1) g_t                         \\
+            &\quad v_t \leftarrow \beta_2 v_{t-1} + (1 - \beta_2) g_t^2                       \\
+            &\quad \widehat{m_t} \leftarrow m_t / (1 - \beta_1^t)                             \\
+            &\quad \textbf{if}\: \textit{amsgrad}:                                           \\
+            &\qquad v_t^{max} \leftarrow \max(v_{t-1}^{max}, v_t)                             \\
+            &\qquad \widehat{v_t} \leftarrow v_t^{max} / (1 - \beta_2^t)                      \\
+            &\quad \textbf{else}: \; \widehat{v_t} \leftarrow v_t / (1 - \beta_2^t)           \\
+            &\quad \theta_t \leftarrow \theta_{t-1}
+                - \gamma \, \widehat{m_t} / (\sqrt{\widehat{v_t}} + \epsilon)                 \\
+       \end{aligned}
+
+    State per parameter (torch's names): ``step`` (t, an int), ``exp_avg`` (m), ``exp_avg_sq``
+    (v) and, with amsgrad, ``max_exp_avg_sq`` (v^max).
+
+    **Weight decay, three different things.** (1) An L2 term ``lambda / 2 * ||theta||^2`` in the
+    loss adds ``lambda * theta`` to the gradient. (2) Adam's ``weight_decay`` does exactly that,
+    inside the optimizer: the decay term is *coupled* to the adaptive update, so it enters m and v
+    and is divided by ``sqrt(v_hat)``; coordinates with large gradients are barely decayed.
+    (3) :class:`~rlgrad.optim.AdamW` *decouples* it: ``theta *= 1 - lr * weight_decay`` before the
+    Adam step, which uses the raw gradient, so every coordinate shrinks at the same rate.
+
+    Args:
+        params: Tensors or parameter groups (dicts) to optimize.
+        lr: learning rate gamma (default 1e-3).
+        betas: (beta1, beta2), decay rates of the moment estimates (default (0.9, 0.999)).
+        eps: added to the denominator for numerical stability (default 1e-8).
+        weight_decay: coupled L2 penalty lambda (default 0).
+        amsgrad: use the running maximum of v (AMSGrad) (default False).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+    ) -> None:
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+        }
+        super().__init__(params, defaults)
+
+    def _check_hyperparameters(self, group: Mapping[str, Any]) -> None:
+        _check_adam_hyperparameters(group)
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Perform one update; see the class docstring for the rule."""
+        loss = closure() if closure is not None else None
+        for group in self.param_groups:
+            weight_decay = group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if weight_decay != 0:
+                    grad = grad + weight_decay * p.data
+                _adam_update(p.data, grad, self.state[p], group)
+        return loss
+
+
+def _check_adam_hyperparameters(group: Mapping[str, Any]) -> None:
+    """Raise ValueError (with torch's wording) for invalid Adam / AdamW hyperparameters."""
+    lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+    beta1, beta2 = group["betas"]
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= beta1 < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {beta1}")
+    if not 0.0 <= beta2 < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {beta2}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+def _adam_update(
+    param: np.ndarray, grad: np.ndarray, state: dict[str, Any], group: Mapping[str, Any]
+) -> None:
+    """The Adam step shared by Adam and AdamW, from ``m_t`` to ``theta_t`` in the math box.
+
+    Updates ``state`` (created on first use) and ``param`` in place; ``grad`` already includes
+    Adam's coupled weight decay, if any. ``group`` supplies lr, betas, eps and amsgrad.
+    """
+    beta1, beta2 = group["betas"]
+    if not state:
+        state["step"] = 0
+        state["exp_avg"] = np.zeros_like(param)
+        state["exp_avg_sq"] = np.zeros_like(param)
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = np.zeros_like(param)
+    state["step"] += 1
+    step = state["step"]
+
+    exp_avg = state["exp_avg"]
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad
+    exp_avg_sq = state["exp_avg_sq"]
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = group["lr"] / bias_correction1
+
+    if group["amsgrad"]:
+        max_exp_avg_sq = state["max_exp_avg_sq"]
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        denom = np.sqrt(max_exp_avg_sq)
+    else:
+        denom = np.sqrt(exp_avg_sq)
+    denom /= bias_correction2**0.5
+    denom += group["eps"]
+    param -= step_size * exp_avg / denom

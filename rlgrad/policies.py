@@ -1,0 +1,72 @@
+"""Stochastic policies and value functions: an MLP and the distribution that reads its output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .distributions import Categorical, Distribution, Normal
+from .nn import MLP, Module, Parameter
+from .tensor import Tensor
+
+__all__ = ["CategoricalPolicy", "GaussianPolicy", "ValueFunction", "make_policy"]
+
+
+class CategoricalPolicy(Module):
+    """pi(a|s) = softmax(f_theta(s))_a for ``Discrete`` action spaces.
+
+    ``net`` maps observations ``(B, obs_dim)`` to logits ``(B, n_actions)``.
+    """
+
+    def __init__(self, obs_dim: int, n_actions: int, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", init: str = "orthogonal",
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.net = MLP([obs_dim, *hidden_sizes, n_actions], activation=activation, init=init,
+                       output_gain=0.01, rng=rng)
+
+    def forward(self, obs: Any) -> Distribution:
+        return Categorical(logits=self.net(obs))
+
+
+class GaussianPolicy(Module):
+    """pi(a|s) = N(mu_theta(s), diag(exp(log_std))^2) for ``Box`` action spaces.
+
+    The log-std is one Parameter per action dimension, independent of the state (the usual
+    choice for REINFORCE, PPO and TRPO on MuJoCo), initialised to ``log_std_init``.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", init: str = "orthogonal", log_std_init: float = 0.0,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.net = MLP([obs_dim, *hidden_sizes, action_dim], activation=activation, init=init,
+                       output_gain=0.01, rng=rng)
+        self.log_std = Parameter(np.full(action_dim, log_std_init), dtype=np.float32)
+
+    def forward(self, obs: Any) -> Distribution:
+        return Normal(self.net(obs), self.log_std)
+
+
+class ValueFunction(Module):
+    """V_phi(s): an MLP from observations ``(B, obs_dim)`` to values ``(B,)``."""
+
+    def __init__(self, obs_dim: int, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", init: str = "orthogonal",
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.net = MLP([obs_dim, *hidden_sizes, 1], activation=activation, init=init,
+                       output_gain=1.0, rng=rng)
+
+    def forward(self, obs: Any) -> Tensor:
+        return self.net(obs).reshape(-1)
+
+
+def make_policy(discrete: bool, obs_dim: int, action_dim: int, **kwargs: Any) -> Module:
+    """The policy for a space: categorical over ``action_dim`` actions, or Gaussian."""
+    if discrete:
+        kwargs.pop("log_std_init", None)
+        return CategoricalPolicy(obs_dim, action_dim, **kwargs)
+    return GaussianPolicy(obs_dim, action_dim, **kwargs)
