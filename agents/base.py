@@ -397,6 +397,7 @@ class Agent:
         meta = {
             "format": CHECKPOINT_FORMAT,
             "agent": self.name,
+            "agent_path": f"{type(self).__module__}:{type(self).__qualname__}",
             "env_id": self.env_id,
             "seed": self.seed,
             "config": self.config.to_dict(),

@@ -500,3 +500,33 @@ class VecEnv:
     def __repr__(self) -> str:
         spec = self.env.spec.id if self.env.spec is not None else type(self.env).__name__
         return f"VecEnv({spec!r}, num_envs={self.num_envs}, vectorization={self.vectorization!r})"
+
+
+def record_video(agent: Any, env_id: str, video_dir: str, episodes: int = 1,
+                 seed: int | None = None) -> np.ndarray:
+    """Run ``episodes`` deterministic episodes of ``agent`` and save each as an MP4 file in
+    ``video_dir`` (Gymnasium's ``RecordVideo``, which needs ``moviepy``). Returns the returns."""
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        raise ValueError("recording video needs moviepy: pip install 'rlgrad[video]'") from None
+    from gymnasium.wrappers import RecordVideo
+
+    env = RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_folder=str(video_dir),
+                      episode_trigger=lambda _: True, name_prefix="eval", disable_logger=True)
+    spec = check_spaces(env.observation_space, env.action_space)
+    returns = np.zeros(episodes)
+    try:
+        for i in range(episodes):
+            obs, _ = env.reset(seed=None if seed is None else seed + i)
+            done = False
+            while not done:
+                action = agent.act(np.asarray(obs)[None], deterministic=True)[0]
+                if not spec.discrete:
+                    action = clip_actions(action, env.action_space)
+                obs, reward, terminated, truncated, _ = env.step(action)
+                returns[i] += float(reward)
+                done = terminated or truncated
+    finally:
+        env.close()
+    return returns

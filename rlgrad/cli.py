@@ -1,0 +1,231 @@
+"""The ``rlgrad`` command: ``train``, ``eval``, ``sweep`` and ``plot``.
+
+This module is the composition root: the only place in ``rlgrad`` that looks agents up, by name
+in ``agents.AGENTS`` or as ``--agent package.module:ClassName`` for a user's own agent. It has no
+logic of its own beyond turning options into calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import sys
+from typing import Any
+
+__all__ = ["main", "resolve_agent", "build_config"]
+
+
+def _agents() -> dict[str, type]:
+    from agents import AGENTS
+
+    return AGENTS
+
+
+def resolve_agent(spec: str) -> type:
+    """An agent class by registered name or as ``package.module:ClassName``."""
+    agents = _agents()
+    if spec in agents:
+        return agents[spec]
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ValueError(f"cannot import agent module {module_name!r}: {e}") from e
+        cls = getattr(module, attr, None)
+        if cls is None:
+            raise ValueError(f"module {module_name!r} has no agent class {attr!r}")
+        return cls
+    import difflib
+
+    close = difflib.get_close_matches(spec, agents, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown agent {spec!r}.{hint} Known agents: {', '.join(sorted(agents))}, "
+                     "or give package.module:ClassName")
+
+
+def _config_fields(classes: list[type]) -> dict[str, tuple[dataclasses.Field, dict[str, Any]]]:
+    """Every config field of the given agents, with each agent's default."""
+    fields: dict[str, tuple[dataclasses.Field, dict[str, Any]]] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls.config_class):
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            entry = fields.setdefault(f.name, (f, {}))
+            entry[1][cls.name] = default
+    return fields
+
+
+def _add_config_options(parser: argparse.ArgumentParser, classes: list[type]) -> None:
+    group = parser.add_argument_group("agent options (default: the agent's own)")
+    for name, (f, defaults) in _config_fields(classes).items():
+        default = next(iter(defaults.values()))
+        values = set(map(repr, defaults.values()))
+        if len(values) == 1 and len(defaults) == len(classes):
+            shown = f"default: {default!r}"
+        else:
+            shown = "default: " + ", ".join(f"{a}: {d!r}" for a, d in defaults.items())
+        kw: dict[str, Any] = {"default": None, "help": f"{f.metadata.get('help', '')} ({shown})"}
+        flag = "--" + name.replace("_", "-")
+        if isinstance(default, bool):
+            kw["action"] = argparse.BooleanOptionalAction
+        elif isinstance(default, tuple):
+            kw.update(nargs="+", type=int, metavar="N")
+        else:
+            kw["type"] = type(default)
+        group.add_argument(flag, dest=f"cfg_{name}", **kw)
+
+
+def build_config(cls: type, args: argparse.Namespace) -> Any:
+    """The agent's config with every option given on the command line."""
+    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    own = {f.name for f in dataclasses.fields(cls.config_class)}
+    foreign = sorted(set(given) - own)
+    if foreign:
+        opts = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise ValueError(f"option(s) {opts} do not apply to agent {cls.name!r}")
+    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    config = cls.config_class(**kw)
+    config.validate()
+    return config
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rlgrad.checkpoint import load_checkpoint
+    from rlgrad.train import train
+
+    if args.resume is not None:
+        _, meta = load_checkpoint(args.resume)
+        cls = resolve_agent(meta.get("agent_path") or meta["agent"])
+        config = cls.config_class.from_dict(meta["config"])
+        env_id, seed = meta["env_id"], meta["seed"]
+        if args.total_steps is None:
+            raise ValueError("--resume needs --total-steps (the run's total budget)")
+    else:
+        if args.agent is None or args.env is None:
+            raise ValueError("train needs --agent and --env (or --resume CHECKPOINT)")
+        cls = resolve_agent(args.agent)
+        config = build_config(cls, args)
+        env_id, seed = args.env, args.seed
+        if args.total_steps is None:
+            args.total_steps = 200_000
+
+    summary = train(
+        lambda: cls(env_id, config=config, seed=seed),
+        args.total_steps,
+        args.logdir,
+        name=args.run_name,
+        resume_from=args.resume,
+        eval_episodes=args.eval_episodes,
+        save_every=args.save_every,
+        progress=False if args.quiet else None,
+        env_id=env_id,
+    )
+    if not args.quiet:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rlgrad.checkpoint import load_checkpoint
+
+    arrays, meta = load_checkpoint(args.checkpoint)
+    cls = resolve_agent(meta.get("agent_path") or meta["agent"])
+    config = cls.config_class.from_dict(meta["config"])
+    config = dataclasses.replace(config, num_envs=1)
+    agent = cls(meta["env_id"], config=config, seed=meta["seed"])
+    try:
+        meta = dict(meta, config=config.to_dict())
+        agent.load_state_dict(arrays, meta)
+        if args.video is not None:
+            from rlgrad.envs import record_video
+
+            returns = record_video(agent, meta["env_id"], args.video, args.episodes, args.seed)
+        else:
+            returns = agent.evaluate(args.episodes, seed=args.seed,
+                                     deterministic=not args.stochastic)
+    finally:
+        agent.close()
+    result = {"checkpoint": str(args.checkpoint), "episodes": args.episodes,
+              "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
+              "returns": [float(r) for r in returns]}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _parser(agent_classes: list[type]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlgrad", description="Policy-gradient RL on rlgrad's autodiff engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train an agent on a Gymnasium environment",
+                       description="Train an agent; TensorBoard events, checkpoint and "
+                                   "summary.json go to LOGDIR/<run name>/.")
+    t.add_argument("--agent", help="agent name (" + ", ".join(sorted(_agents())) +
+                   ") or package.module:ClassName")
+    t.add_argument("--env", help="Gymnasium id, e.g. CartPole-v1 or module:EnvName-v0")
+    t.add_argument("--total-steps", type=int, default=None,
+                   help="environment steps to train for (default: 200000)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
+    t.add_argument("--logdir", default="runs", help="directory of runs (default: runs)")
+    t.add_argument("--run-name", default=None,
+                   help="name of the run directory (default: {env}__{agent}__{seed}__{time})")
+    t.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue the run whose checkpoint (or run directory) is PATH")
+    t.add_argument("--eval-episodes", type=int, default=10,
+                   help="episodes to evaluate the final policy on (default: 10)")
+    t.add_argument("--save-every", type=int, default=10,
+                   help="save a checkpoint every this many updates (default: 10)")
+    t.add_argument("--quiet", action="store_true", help="no progress line and no summary")
+    _add_config_options(t, agent_classes)
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="evaluate a saved agent")
+    e.add_argument("checkpoint", help="checkpoint JSON file or run directory")
+    e.add_argument("--episodes", type=int, default=10, help="episodes (default: 10)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes")
+    e.add_argument("--stochastic", action="store_true",
+                   help="sample actions instead of taking the most likely one")
+    e.add_argument("--video", default=None, metavar="DIR",
+                   help="record the episodes as MP4 files in DIR")
+    e.set_defaults(func=_eval)
+
+    try:
+        from rlgrad import sweep as sweep_mod
+    except ImportError:
+        sweep_mod = None
+    if sweep_mod is not None:
+        sweep_mod.add_parsers(sub, agent_classes)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    classes = list(_agents().values())
+    # a user's own agent (--agent pkg.mod:Class) brings its own options: look it up first
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--agent")
+    known, _ = pre.parse_known_args(argv)
+    try:
+        if known.agent and ":" in known.agent:
+            classes.append(resolve_agent(known.agent))
+    except ValueError as e:
+        print(f"rlgrad: error: {e}", file=sys.stderr)
+        return 2
+    parser = _parser(classes)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt as e:
+        print(f"\nrlgrad: {e}", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
+        print(f"rlgrad: error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
