@@ -66,6 +66,9 @@ class AgentConfig:
     update_epochs: int = field(default=1, metadata=_help("passes over the batch per update"))
     log_std_init: float = field(default=0.0, metadata=_help(
         "initial log standard deviation of Gaussian policies"))
+    grad_variance_batches: int = field(default=0, metadata=_help(
+        "measure the policy gradient's variance across this many disjoint mini-batches of "
+        "each batch (diagnostics/grad_variance); 0 disables it"))
     max_episode_tail: int = field(default=0, metadata=_help(
         "extra steps allowed to finish running episodes after the budget; 0 means "
         "steps_per_update"))
@@ -79,7 +82,7 @@ class AgentConfig:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         for name in ("num_envs", "steps_per_update", "update_epochs"):
             _positive_int(name, getattr(self, name))
-        for name in ("minibatch_size", "max_episode_tail"):
+        for name in ("minibatch_size", "max_episode_tail", "grad_variance_batches"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -307,6 +310,9 @@ class Agent:
         size = batch.size
         mb = c.minibatch_size if 0 < c.minibatch_size < size else size
         totals: dict[str, list[float]] = {}
+        if c.grad_variance_batches > 1:
+            for k, v in self.gradient_variance(batch, c.grad_variance_batches).items():
+                totals[k] = [v]
         for _ in range(c.update_epochs):
             order = self.rng.permutation(size) if mb < size else None
             for start in range(0, size, mb):
@@ -317,6 +323,33 @@ class Agent:
                 for k, v in metrics.items():
                     totals.setdefault(k, []).append(v)
         return {k: float(np.mean(v)) for k, v in totals.items()}
+
+    def gradient_variance(self, batch: Batch, k: int) -> dict[str, float]:
+        r"""The spread of the policy-gradient estimate across ``k`` disjoint random mini-batches
+        of the same batch (the same policy), without changing any parameter.
+
+        .. math:: \mathrm{Var} = \textstyle\sum_j \widehat{\mathrm{Var}}_i[g_{ij}], \qquad
+                  \mathrm{relative} = \mathrm{Var} / \lVert \bar g \rVert^2
+
+        ``grad_variance`` is the trace of the covariance of the mini-batch gradients g_i;
+        ``grad_relative_variance`` divides it by the squared norm of their mean, which does not
+        depend on the scale of the weights (raw returns vs normalised advantages).
+        """
+        from rlgrad.autograd import grad
+
+        params = list(self.policy.parameters())
+        order = self.rng.permutation(batch.size)
+        grads = []
+        for idx in np.array_split(order, k):
+            loss, _ = self.loss(batch, idx)
+            gs = grad(loss, params, allow_unused=True)
+            grads.append(np.concatenate([np.zeros(p.size) if g is None else g.data.ravel()
+                                         for g, p in zip(gs, params)]))
+        g = np.stack(grads).astype(np.float64)
+        var = float(g.var(axis=0, ddof=1).sum())
+        mean_sq = float(np.square(g.mean(axis=0)).sum())
+        return {"grad_variance": var,
+                "grad_relative_variance": var / mean_sq if mean_sq > 0 else float("nan")}
 
     def learn(self, total_steps: int,
               callback: Callable[[Agent, dict[str, Any]], None] | None = None) -> Agent:
