@@ -93,3 +93,41 @@ gym.register(
     vector_entry_point=TinyNextStepVector,
     max_episode_steps=4,
 )
+
+
+class Signal(gym.Env):
+    """A cue in {-1, +1} (with noise) says which action pays: 1 for the right one, else 0.
+
+    Episodes last 8 steps; a policy that reads the cue earns 8, a random one 4. Learnable by a
+    policy gradient in a few thousand steps, so the tests can check that agents learn.
+    """
+
+    def __init__(self, continuous: bool = False):
+        self.continuous = continuous
+        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float32)
+        if continuous:
+            self.action_space = spaces.Box(-2.0, 2.0, shape=(1,), dtype=np.float32)
+        else:
+            self.action_space = spaces.Discrete(2)
+
+    def _draw(self):
+        self.cue = float(self.np_random.choice([-1.0, 1.0]))
+        noise = 0.1 * float(self.np_random.standard_normal())
+        return np.array([self.cue + noise, 1.0], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self._draw(), {}
+
+    def step(self, action):
+        if self.continuous:
+            # reward 1 - (a - cue)^2 / 4 in [0, 1] (up to clipping): best at a = cue
+            reward = 1.0 - (float(np.asarray(action).ravel()[0]) - self.cue) ** 2 / 4.0
+        else:
+            reward = float(int(action) == int(self.cue > 0))
+        return self._draw(), reward, False, False, {}
+
+
+gym.register("Signal-v0", entry_point=Signal, max_episode_steps=8)
+gym.register("SignalBox-v0", entry_point=Signal, kwargs={"continuous": True},
+             max_episode_steps=8)

@@ -1,0 +1,241 @@
+"""Training throughput on CartPole-v1: rlgrad's REINFORCE with baseline against the same algorithm
+in plain PyTorch and against Stable-Baselines3 PPO, in environment steps per second.
+
+All three train in this process, one after another, in a rotating order over a few repetitions,
+with one thread each; the table gives the median run. Each run is timed around its training call
+only (construction is excluded) and repeats the same seed, so every repetition does the same work
+and the spread is the machine's noise. Targets: rlgrad at least 2x the PyTorch REINFORCE and 15x
+SB3 PPO.
+
+    python -m benchmarks.bench_agents [--steps 100000] [--sb3-steps 20000] [--repeats 3] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import os
+
+# one thread each: set before numpy and torch load their thread pools
+for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[var] = "1"
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+from torch.distributions import Categorical  # noqa: E402
+
+from agents import ReinforceBaseline, ReinforceBaselineConfig  # noqa: E402
+
+torch.set_num_threads(1)
+
+ENV_ID = "CartPole-v1"
+RLGRAD, TORCH, SB3 = "rlgrad ReinforceBaseline", "PyTorch REINFORCE + baseline", "SB3 PPO"
+# rlgrad / other, as stated in the issue
+TARGETS = {TORCH: 2.0, SB3: 15.0}
+
+
+@dataclass
+class Run:
+    """One timed training run: ``steps`` environment steps used for learning in ``seconds``."""
+
+    steps: int
+    seconds: float
+    final_return: float  # mean undiscounted return of the last training episodes
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds
+
+
+# ---- 1. rlgrad ---------------------------------------------------------------------------------
+def run_rlgrad(steps: int, seed: int) -> Run:
+    """``agents.ReinforceBaseline`` with its defaults; the final return is the last batch's."""
+    agent = ReinforceBaseline(ENV_ID, seed=seed)
+    last: list[list[tuple[int, float, int]]] = [[]]
+
+    def keep_episodes(agent, info):
+        last[0] = info["episodes"]
+
+    start = time.perf_counter()
+    agent.learn(steps, callback=keep_episodes)
+    seconds = time.perf_counter() - start
+    agent.close()
+    return Run(agent.global_step, seconds, float(np.mean([ret for _, ret, _ in last[0]])))
+
+
+# ---- 2. the same algorithm in plain PyTorch ----------------------------------------------------
+def mlp(sizes) -> torch.nn.Sequential:
+    layers = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        layers += [torch.nn.Linear(n_in, n_out), torch.nn.Tanh()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+class TorchReinforce:
+    """REINFORCE with a value baseline, batched like ``agents.ReinforceBaseline``.
+
+    A batch starts from a seeded reset, runs until ``budget`` steps are collected and then lets
+    the running episodes finish (an environment whose episode ends after that goes idle), so both
+    implementations do the same number of updates and see whole Monte-Carlo returns. Gymnasium's
+    native CartPole resets an environment in the step *after* its episode ended (``NEXT_STEP``
+    autoreset); that step's transition is not a real one and is masked out.
+    """
+
+    def __init__(self, seed: int, c: ReinforceBaselineConfig) -> None:
+        torch.manual_seed(seed)
+        self.c, self.rng = c, np.random.default_rng(seed)
+        self.env = gym.make_vec(ENV_ID, num_envs=c.num_envs,
+                                vectorization_mode="vector_entry_point")
+        sizes = [self.env.single_observation_space.shape[0], *c.hidden_sizes]
+        self.policy = mlp([*sizes, int(self.env.single_action_space.n)])
+        self.value = mlp([*sizes, 1])
+        self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
+        self.value_opt = torch.optim.Adam(self.value.parameters(), lr=c.value_lr)
+        self.global_step, self.last_returns = 0, []
+
+    def learn(self, total_steps: int) -> None:
+        while self.global_step < total_steps:
+            self.update(*self.collect(min(self.c.steps_per_update, total_steps - self.global_step)))
+
+    def collect(self, budget: int):
+        """Arrays ``(T + 1, N, 4)`` observations, ``(T, N)`` actions, rewards, terminated,
+        truncated and the mask of real transitions."""
+        n = self.c.num_envs
+        obs, _ = self.env.reset(seed=int(self.rng.integers(2**31 - 1)))
+        buf = {k: [] for k in ("obs", "act", "rew", "term", "trunc", "valid")}
+        active, resetting = np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+        running, count, self.last_returns = np.zeros(n), 0, []
+        while active.any():
+            with torch.no_grad():
+                action = Categorical(logits=self.policy(torch.from_numpy(obs))).sample().numpy()
+            next_obs, rew, term, trunc, _ = self.env.step(action)
+            valid = active & ~resetting
+            for k, v in zip(buf, (obs, action, rew, term, trunc, valid)):
+                buf[k].append(v)
+            count += int(valid.sum())
+            done = term | trunc
+            running += rew
+            self.last_returns += running[done & valid].tolist()
+            running[done] = 0.0
+            resetting = done
+            if count >= budget:
+                active &= ~done
+            obs = next_obs
+        buf["obs"].append(obs)
+        return [np.stack(v) for v in buf.values()]
+
+    def update(self, obs, act, rew, term, trunc, valid) -> None:
+        c = self.c
+        # reward-to-go, bootstrapped with V(s_T) where the time limit cut an episode off
+        boot = np.zeros(rew.shape, dtype=np.float32)
+        cut = trunc & ~term & valid
+        if cut.any():
+            with torch.no_grad():
+                boot[cut] = self.value(torch.from_numpy(obs[1:][cut])).squeeze(-1).numpy()
+        ret, g = np.zeros(rew.shape, dtype=np.float32), np.zeros(rew.shape[1], dtype=np.float32)
+        for t in reversed(range(len(rew))):
+            g = rew[t] + c.gamma * np.where(term[t] | trunc[t], boot[t], g)
+            ret[t] = g
+        obs_t = torch.from_numpy(obs[:-1][valid])
+        act_t, ret_t = torch.from_numpy(act[valid]), torch.from_numpy(ret[valid])
+        with torch.no_grad():
+            adv = ret_t - self.value(obs_t).squeeze(-1)
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        policy_loss = -(Categorical(logits=self.policy(obs_t)).log_prob(act_t) * adv).mean()
+        self.policy_opt.zero_grad()
+        policy_loss.backward()
+        self.policy_opt.step()
+        for _ in range(c.value_steps):
+            value_loss = ((self.value(obs_t).squeeze(-1) - ret_t) ** 2).mean()
+            self.value_opt.zero_grad()
+            value_loss.backward()
+            self.value_opt.step()
+        self.global_step += int(valid.sum())
+
+
+def run_torch(steps: int, seed: int) -> Run:
+    """:class:`TorchReinforce` with rlgrad's default hyperparameters; the last batch's return."""
+    algo = TorchReinforce(seed, ReinforceBaselineConfig())
+    start = time.perf_counter()
+    algo.learn(steps)
+    seconds = time.perf_counter() - start
+    algo.env.close()
+    return Run(algo.global_step, seconds, float(np.mean(algo.last_returns)))
+
+
+# ---- 3. Stable-Baselines3 PPO ------------------------------------------------------------------
+def run_sb3(steps: int, seed: int) -> Run:
+    """SB3 PPO with its defaults; the final return is SB3's mean of the last 100 episodes.
+
+    ``learn`` rounds up to whole rollouts of 2048 steps, so the steps are SB3's own count.
+    """
+    model = PPO("MlpPolicy", ENV_ID, seed=seed, device="cpu")
+    start = time.perf_counter()
+    model.learn(steps)
+    seconds = time.perf_counter() - start
+    model.get_env().close()
+    return Run(model.num_timesteps, seconds, float(np.mean([e["r"] for e in model.ep_info_buffer])))
+
+
+# ---- the comparison ----------------------------------------------------------------------------
+def bench(steps: int, sb3_steps: int, repeats: int, seed: int = 0,
+          log: bool = False) -> dict[str, list[Run]]:
+    """``repeats`` runs of each implementation, interleaved; the order rotates every repetition
+    so slow drift of a shared machine does not always land on the same one."""
+    jobs = [(RLGRAD, run_rlgrad, steps), (TORCH, run_torch, steps), (SB3, run_sb3, sb3_steps)]
+    runs: dict[str, list[Run]] = {name: [] for name, _, _ in jobs}
+    for rep in range(repeats):
+        for name, fn, n in jobs[rep % 3:] + jobs[:rep % 3]:
+            run = fn(n, seed)
+            runs[name].append(run)
+            if log:
+                print(f"repeat {rep + 1}/{repeats}  {name:<29} {run.steps:>7} steps "
+                      f"{run.seconds:6.2f} s  {run.steps_per_second:8.0f} steps/s  "
+                      f"final return {run.final_return:6.1f}", flush=True)
+    return runs
+
+
+def table(runs: dict[str, list[Run]]) -> str:
+    """Markdown: median steps/s of each implementation, rlgrad's ratio to it, every run's
+    final training return."""
+    median = {name: statistics.median(r.steps_per_second for r in rs) for name, rs in runs.items()}
+    lines = ["| implementation | steps/s (median) | ratio of rlgrad to it | target "
+             "| steps/s of each run | final training return of each run |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, rs in runs.items():
+        ratio = median[RLGRAD] / median[name]
+        target = TARGETS.get(name)
+        verdict = "" if target is None else \
+            f">= {target:g}x ({'met' if ratio >= target else 'missed'})"
+        each = ", ".join(f"{r.steps_per_second:.0f}" for r in rs)
+        returns = ", ".join(f"{r.final_return:.1f}" for r in rs)
+        lines.append(f"| {name} | {median[name]:.0f} | {ratio:.2f}x | {verdict} | {each} "
+                     f"| {returns} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=100_000,
+                        help="environment steps per run of rlgrad and PyTorch")
+    parser.add_argument("--sb3-steps", type=int, default=20_000,
+                        help="environment steps per SB3 PPO run (rounded up to 2048s)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each implementation")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run")
+    args = parser.parse_args(argv)
+    for name, value in (("steps", args.steps), ("sb3-steps", args.sb3_steps),
+                        ("repeats", args.repeats)):
+        if value <= 0:
+            parser.error(f"--{name} must be a positive integer, got {value}")
+    runs = bench(args.steps, args.sb3_steps, args.repeats, args.seed, log=True)
+    print()
+    print(table(runs))
+
+
+if __name__ == "__main__":
+    main()
