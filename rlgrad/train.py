@@ -15,6 +15,7 @@ import json
 import os
 import re
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -50,7 +51,7 @@ def run_name(env_id: str, agent: str, seed: int, stamp: int | None = None) -> st
 def check_writable(logdir: str | os.PathLike[str]) -> Path:
     """Raise ValueError unless ``logdir`` exists as a writable directory or can be created.
 
-    Writes nothing: it looks at the nearest existing ancestor.
+    Leaves nothing behind: it tries a temporary file in the nearest existing ancestor.
     """
     path = Path(logdir).absolute()
     probe = path
@@ -60,9 +61,14 @@ def check_writable(logdir: str | os.PathLike[str]) -> Path:
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise ValueError(f"logdir {str(logdir)!r}: {probe} is a file, not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"logdir {str(logdir)!r} is not writable ({probe} does not allow "
-                         "writing)")
+    try:
+        # os.access says yes to root everywhere; a temporary file that vanishes at once is the
+        # reliable test (read-only mounts, /proc, full quotas)
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise ValueError(f"logdir {str(logdir)!r} is not writable: cannot create files in "
+                         f"{probe} ({e.strerror})") from None
     return path
 
 

@@ -20,14 +20,18 @@ class Tiny(gym.Env):
     ``t == nan_at``. Registered with a time limit of 4 steps.
     """
 
-    def __init__(self, terminate_at: int | None = None, nan_at: int | None = None):
+    def __init__(self, terminate_at: int | None = None, nan_at: int | None = None,
+                 nan_after: int | None = None):
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
         self.action_space = spaces.Discrete(2)
         self.terminate_at = terminate_at
         self.nan_at = nan_at
+        self.nan_after = nan_after  # nan observations once this many steps were taken in all
+        self.total_steps = 0
 
     def _obs(self):
-        t = np.nan if self.t == self.nan_at else self.t
+        late = self.nan_after is not None and self.total_steps >= self.nan_after
+        t = np.nan if self.t == self.nan_at or late else self.t
         return np.array([t, self.start])
 
     def reset(self, *, seed=None, options=None):
@@ -38,6 +42,7 @@ class Tiny(gym.Env):
 
     def step(self, action):
         self.t += 1
+        self.total_steps += 1
         return self._obs(), 1.0 + float(action), self.t == self.terminate_at, False, {}
 
 

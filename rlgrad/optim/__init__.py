@@ -12,6 +12,7 @@ from rlgrad.optim.adagrad import Adagrad
 from rlgrad.optim.adam import Adam
 from rlgrad.optim.adamw import AdamW
 from rlgrad.optim.clip import clip_grad_norm_, clip_grad_value_
+from rlgrad.optim.newton import Newton
 from rlgrad.optim.optimizer import Optimizer, flatten_state_dict, unflatten_state_dict
 from rlgrad.optim.registry import OPTIMIZERS, make, register
 from rlgrad.optim.rmsprop import RMSprop
@@ -24,6 +25,7 @@ __all__ = [
     "RMSprop",
     "Adam",
     "AdamW",
+    "Newton",
     "clip_grad_norm_",
     "clip_grad_value_",
     "lr_scheduler",

@@ -1,0 +1,210 @@
+"""Training runs end to end: the CLI, files on disk, TensorBoard, Ctrl-C, faults, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import tests.tiny_envs  # noqa: F401 - registers the tiny environments
+from agents import Reinforce, ReinforceBaseline
+from rlgrad.checkpoint import load_checkpoint
+from rlgrad.cli import main
+from rlgrad.envs import NonFiniteError
+from rlgrad.train import TrainingInterrupted, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SIGNAL = "tests.tiny_envs:Signal-v0"
+SMALL = ["--num-envs", "4", "--steps-per-update", "256", "--hidden-sizes", "16"]
+
+
+def only_run_dir(logdir: Path) -> Path:
+    (run,) = [p for p in logdir.iterdir() if p.is_dir()]
+    return run
+
+
+def scalars(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return acc
+
+
+def test_cli_train_writes_run_directory_tensorboard_checkpoint_and_summary(tmp_path, capsys):
+    code = main(["train", "--agent", "reinforce_baseline", "--env", SIGNAL, "--total-steps",
+                 "3000", "--seed", "4", "--logdir", str(tmp_path), "--eval-episodes", "5",
+                 "--quiet", *SMALL])
+    assert code == 0
+    run = only_run_dir(tmp_path)
+    assert run.name.startswith("tests.tiny_envs_Signal-v0__reinforce_baseline__4__")
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("eval_return_mean", "eval_return_std", "total_steps", "wall_seconds"):
+        assert key in summary
+    assert summary["total_steps"] <= 3000
+    config = json.loads((run / "config.json").read_text())
+    assert config["seed"] == 4 and config["num_envs"] == 4 and config["hidden_sizes"] == [16]
+
+    acc = scalars(run)
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS",
+                "charts/learning_rate", "losses/policy_loss", "losses/value_loss",
+                "losses/entropy", "diagnostics/grad_norm", "diagnostics/explained_variance"):
+        assert tag in tags, tag
+    returns = acc.Scalars("charts/episodic_return")
+    assert all(0 <= e.value <= 8 for e in returns)
+    steps = [e.step for e in returns]
+    assert steps == sorted(steps) and steps[-1] <= 3000
+    assert acc.Scalars("charts/learning_rate")[0].value == pytest.approx(1e-2)
+    text = acc.Tensors("hyperparameters")[0].tensor_proto.string_val[0].decode()
+    assert "|value_steps|10|" in text.replace(" ", "")
+
+    arrays, meta = load_checkpoint(run)
+    assert meta["global_step"] == summary["total_steps"]
+    assert any(k.startswith("value.") for k in arrays)
+
+    # rlgrad eval CHECKPOINT
+    capsys.readouterr()
+    assert main(["eval", str(run / "checkpoint.json"), "--episodes", "3"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["returns"]) == 3 and 0 <= result["return_mean"] <= 8
+
+
+def test_same_seed_twice_gives_identical_curves(tmp_path):
+    curves = []
+    for name in ("a", "b"):
+        main(["train", "--agent", "reinforce", "--env", SIGNAL, "--total-steps", "2000",
+              "--logdir", str(tmp_path), "--run-name", name, "--quiet", "--eval-episodes", "0",
+              *SMALL])
+        acc = scalars(tmp_path / name)
+        curves.append([(e.step, e.value) for e in acc.Scalars("charts/episodic_return")])
+    assert curves[0] == curves[1] and len(curves[0]) > 10
+
+
+def test_interrupted_run_saves_its_last_update_and_resume_matches_a_straight_run(tmp_path):
+    def make():
+        return ReinforceBaseline(SIGNAL, ReinforceBaseline.config_class(
+            num_envs=4, steps_per_update=256, hidden_sizes=(16,)), seed=9)
+
+    def ctrl_c_after_three(agent, info):
+        if agent.num_updates == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the handler turns it into a stop request
+
+    with pytest.raises(TrainingInterrupted) as exc:
+        train(make, 4000, tmp_path / "a", name="run", eval_episodes=0, callback=ctrl_c_after_three,
+              progress=False)
+    run = tmp_path / "a" / "run"
+    assert exc.value.run_dir == run
+    _, meta = load_checkpoint(run)
+    assert meta["num_updates"] == 3
+    assert not (run / "summary.json").exists()
+    assert len(scalars(run).Scalars("charts/SPS")) == 3  # flushed
+
+    resumed = train(make, 4000, resume_from=run, eval_episodes=0, progress=False)
+    straight = train(make, 4000, tmp_path / "b", name="run", eval_episodes=0, progress=False)
+    assert resumed["total_steps"] == straight["total_steps"]
+    a, _ = load_checkpoint(run)
+    b, _ = load_checkpoint(tmp_path / "b" / "run")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_ctrl_c_on_the_command_line_exits_130_with_a_checkpoint(tmp_path):
+    cmd = [sys.executable, "-m", "rlgrad", "train", "--agent", "reinforce_baseline", "--env",
+           "CartPole-v1", "--total-steps", "100000000", "--logdir", str(tmp_path), "--run-name",
+           "long", "--save-every", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "long" / "checkpoint.json").exists():
+            if time.monotonic() > deadline or proc.poll() is not None:
+                pytest.fail(f"no checkpoint appeared: {proc.communicate(timeout=5)}")
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert b"interrupted" in err
+    _, meta = load_checkpoint(tmp_path / "long")
+    assert meta["num_updates"] >= 1
+    assert not (tmp_path / "long" / "summary.json").exists()
+
+
+def test_nan_in_an_observation_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    def make():
+        return Reinforce("tests.tiny_envs:Tiny-v0", Reinforce.config_class(
+            num_envs=1, steps_per_update=16, hidden_sizes=(8,)), seed=0, nan_after=100)
+
+    with pytest.raises(NonFiniteError, match="env index 0"):
+        train(make, 10_000, tmp_path, name="run", save_every=1, progress=False)
+    arrays, meta = load_checkpoint(tmp_path / "run")
+    assert 0 < meta["global_step"] <= 100
+    assert all(np.isfinite(v).all() for v in arrays.values())
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--env", "Cartpole-v1"], "(?i)did you mean"),
+    (["--env", "tests.tiny_envs:TinyDict-v0"], "Discrete"),
+    (["--lr", "0"], "lr"),
+    (["--lr", "-0.1"], "lr"),
+    (["--gamma", "1.01"], "gamma"),
+    (["--total-steps", "0"], "total_steps"),
+    (["--seed", "-3"], "seed"),
+    (["--optimizer", "adamm"], "did you mean"),
+    (["--agent", "reinforc"], "did you mean 'reinforce'"),
+    (["--agent", "reinforce", "--value-lr", "0.1"], "do not apply"),
+])
+def test_bad_input_fails_before_anything_is_written(tmp_path, capsys, args, match):
+    logdir = tmp_path / "logs"
+    base = {"--agent": "reinforce_baseline", "--env": SIGNAL, "--total-steps": "1000"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    argv = ["train", *[x for kv in base.items() for x in kv], "--logdir", str(logdir), "--quiet"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert re.search(match, err, re.IGNORECASE), err
+    assert not logdir.exists()
+
+
+def test_unwritable_logdir_fails_before_anything_is_written(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    for logdir in (blocker / "runs", Path("/proc/rlgrad-runs")):
+        code = main(["train", "--agent", "reinforce", "--env", SIGNAL, "--total-steps", "100",
+                     "--logdir", str(logdir), "--quiet"])
+        assert code != 0
+        assert "logdir" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_help_documents_every_option_and_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--optimizer", "--lr", "--gamma", "--num-envs", "--hidden-sizes",
+                   "--steps-per-update", "--ent-coef", "--max-grad-norm", "--minibatch-size",
+                   "--value-lr", "--value-steps", "--total-steps", "--seed", "--logdir",
+                   "--resume", "--eval-episodes"):
+        assert option in out, option
+    assert "default: 0.99" in out and "default: 'adam'" in out
+
+
+def test_a_users_own_agent_class_by_module_path(tmp_path):
+    code = main(["train", "--agent", "tests.custom_agent:EntropyReinforce", "--env", SIGNAL,
+                 "--total-steps", "1000", "--logdir", str(tmp_path), "--quiet",
+                 "--eval-episodes", "2", "--bonus", "0.5", *SMALL])
+    assert code == 0
+    run = only_run_dir(tmp_path)
+    assert "entropy_reinforce" in run.name
+    assert "diagnostics/entropy_bonus" in scalars(run).Tags()["scalars"]
