@@ -12,9 +12,15 @@ from rlgrad.tensor import Tensor
 
 @dataclass
 class ReinforceConfig(AgentConfig):
-    """REINFORCE weighs grad log pi by the raw reward-to-go unless told to standardise it."""
+    """REINFORCE's defaults: returns standardised per batch, a smaller learning rate.
 
-    normalize_advantages: bool = field(default=False, metadata={
+    Measured on CartPole-v1 over seeds 1-10, 500k steps, Adam: raw returns at lr 1e-2 end
+    solved (evaluation >= 475) in 6 of 10 runs, standardised returns at 1e-2 in 7, standardised
+    returns at 5e-3 in 10 of 10. Pass ``--no-normalize-advantages`` for the textbook estimator.
+    """
+
+    lr: float = field(default=5e-3, metadata={"help": "learning rate of the policy's optimizer"})
+    normalize_advantages: bool = field(default=True, metadata={
         "help": "standardise the returns in each batch (REINFORCE with normalised returns)"})
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -512,6 +513,7 @@ def record_video(agent: Any, env_id: str, video_dir: str, episodes: int = 1,
         raise ValueError("recording video needs moviepy: pip install 'rlgrad[video]'") from None
     from gymnasium.wrappers import RecordVideo
 
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # render off screen, quietly
     env = RecordVideo(gym.make(env_id, render_mode="rgb_array"), video_folder=str(video_dir),
                       episode_trigger=lambda _: True, name_prefix="eval", disable_logger=True)
     spec = check_spaces(env.observation_space, env.action_space)

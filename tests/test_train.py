@@ -208,3 +208,17 @@ def test_a_users_own_agent_class_by_module_path(tmp_path):
     run = only_run_dir(tmp_path)
     assert "entropy_reinforce" in run.name
     assert "diagnostics/entropy_bonus" in scalars(run).Tags()["scalars"]
+
+
+def test_eval_records_one_video_per_episode(tmp_path, capsys):
+    pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
+    assert main(["train", "--agent", "reinforce", "--env", "CartPole-v1", "--total-steps",
+                 "500", "--logdir", str(tmp_path), "--run-name", "r", "--quiet",
+                 "--eval-episodes", "0", "--steps-per-update", "250"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "r"), "--episodes", "2", "--video",
+                 str(tmp_path / "videos")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    videos = sorted((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
+    assert len(result["returns"]) == 2

@@ -1,0 +1,763 @@
+"""Grids of training runs: every combination, run in parallel as ordinary runs.
+
+A :class:`Grid` is the product agents x environments x optimizers x learning rates x other
+options x seeds. Each point is an ordinary run of :func:`rlgrad.train.train`, in its own process,
+under one log directory, named after its configuration::
+
+    LOGDIR/CartPole-v1__reinforce_baseline__adam__lr0.01__seed1/
+
+so the runs sit side by side in TensorBoard (the full configuration is also in each run's text
+tab and ``config.json``), and a rerun of the same sweep finds them: a run is complete when its
+``summary.json`` exists, and complete runs are skipped. An incomplete run directory (a crash, a
+Ctrl-C) is deleted and the run starts again.
+
+:func:`run_sweep` runs the grid on local processes (one per core by default) or on a Ray cluster
+(``backend="ray"``, the optional ``ray`` extra). Every run gets one BLAS/OpenMP thread: two runs
+on two cores each wanting two threads run about four times slower (measured here), not faster.
+A run that raises, or whose process dies, is reported with its error and the others go on.
+
+Everything is checked before anything starts: the agents, optimizers, options and their values
+(each combination builds and validates its config), the environments, and that no existing run
+directory holds a run of another configuration under the same name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import itertools
+import json
+import math
+import multiprocessing as mp
+import os
+import re
+import shutil
+import signal
+import sys
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Grid", "RunSpec", "RunResult", "SweepResult", "run_sweep", "execute_run",
+           "add_parsers", "THREAD_ENV"]
+
+THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Environment of every sweep worker: one math-library thread per run."""
+
+BACKENDS = ("local", "ray")
+
+
+# ---- the grid -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep, everything a worker process needs (picklable, JSON-friendly).
+
+    ``agent`` is ``"module:QualName"`` so any process can import the class; ``config`` is the
+    agent config's ``to_dict()``.
+    """
+
+    name: str
+    agent: str
+    agent_name: str
+    env_id: str
+    seed: int
+    total_steps: int
+    config: dict[str, Any]
+    eval_episodes: int = 10
+
+    def hparams(self) -> dict[str, Any]:
+        """What :func:`rlgrad.train.train` writes to ``config.json`` for this run."""
+        return {"agent": self.agent_name, "env_id": self.env_id, "seed": self.seed,
+                "total_steps": self.total_steps, **self.config}
+
+
+@dataclass
+class Grid:
+    """A grid of runs: the product of every axis, seeds last.
+
+    Args:
+        agents: agent names (keys of the ``agents`` mapping given to :meth:`runs`) or
+            ``package.module:ClassName``.
+        envs: Gymnasium ids.
+        seeds: one run per seed for every other combination.
+        optimizers: optimizer names; None keeps each agent's default.
+        lrs: learning rates of the policy's optimizer; None keeps each agent's default.
+        options: other config fields, each with its list of values, e.g.
+            ``{"ent_coef": [0.0, 0.01], "hidden_sizes": [(32, 32)]}``. A field listed here
+            appears in the run name even with a single value.
+        total_steps: environment steps of every run.
+        eval_episodes: episodes of the final evaluation of every run.
+    """
+
+    agents: Sequence[str]
+    envs: Sequence[str]
+    seeds: Sequence[int] = (0,)
+    optimizers: Sequence[str] | None = None
+    lrs: Sequence[float] | None = None
+    options: Mapping[str, Sequence[Any]] = field(default_factory=dict)
+    total_steps: int = 100_000
+    eval_episodes: int = 10
+
+    def axes(self) -> dict[str, list[Any]]:
+        """The config axes in run-name order: optimizer, lr, then the options as given."""
+        axes: dict[str, list[Any]] = {}
+        if self.optimizers is not None:
+            axes["optimizer"] = list(self.optimizers)
+        if self.lrs is not None:
+            axes["lr"] = list(self.lrs)
+        for key, values in self.options.items():
+            if key in ("optimizer", "lr"):
+                raise ValueError(f"give {key!r} as Grid({key}s=...), not as an option")
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+                raise TypeError(f"option {key!r} needs a list of values, got {values!r}")
+            axes[key] = list(values)
+        return axes
+
+    def runs(self, agents: Mapping[str, type] | None = None) -> list[RunSpec]:
+        """Every run of the grid, checked; raises ValueError/TypeError before anything runs.
+
+        ``agents`` maps names to agent classes (``agents.AGENTS``); names with a ``:`` are
+        imported.
+        """
+        _check_int("total_steps", self.total_steps, minimum=1)
+        _check_int("eval_episodes", self.eval_episodes, minimum=0)
+        for axis in ("agents", "envs", "seeds"):
+            values = getattr(self, axis)
+            if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+                raise TypeError(f"Grid.{axis} must be a list, got {values!r}")
+            if not values:
+                raise ValueError(f"the grid is empty: Grid.{axis} has no values")
+        axes = self.axes()
+        for key, values in axes.items():
+            if not values:
+                raise ValueError(f"the grid is empty: {key!r} has no values")
+        for seed in self.seeds:
+            _check_int("seed", seed, minimum=0)
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {list(self.seeds)}")
+        if "optimizer" in axes:
+            from rlgrad import optim
+
+            for name in axes["optimizer"]:
+                if name not in optim.OPTIMIZERS:
+                    optim.make(name, [])  # raises with the known names and a suggestion
+        classes = {name: resolve_agent(name, agents or {}) for name in self.agents}
+        from rlgrad.envs import describe_spaces
+
+        for env_id in self.envs:
+            if not isinstance(env_id, str):
+                raise TypeError(f"environment ids must be strings, got {env_id!r}")
+            try:
+                describe_spaces(env_id)
+            except ValueError:
+                raise
+            except Exception as e:  # gymnasium's own errors: name not found, bad module
+                raise ValueError(f"unknown or unusable environment {env_id!r}: {e}") from e
+
+        specs: list[RunSpec] = []
+        keys = list(axes)
+        for agent_name, cls in classes.items():
+            fields = {f.name for f in dataclasses.fields(cls.config_class)}
+            foreign = [k for k in keys if k not in fields]
+            if foreign:
+                raise ValueError(f"option(s) {foreign} do not apply to agent {agent_name!r}; "
+                                 f"its options: {sorted(fields)}")
+            for env_id in self.envs:
+                for values in itertools.product(*axes.values()):
+                    given = dict(zip(keys, values))
+                    config = _build_config(cls, given)
+                    full = config.to_dict()
+                    for seed in self.seeds:
+                        name = run_name(env_id, cls.name if ":" not in agent_name else
+                                        cls.__name__, full, keys, int(seed))
+                        specs.append(RunSpec(
+                            name=name, agent=f"{cls.__module__}:{cls.__qualname__}",
+                            agent_name=cls.name, env_id=env_id, seed=int(seed),
+                            total_steps=int(self.total_steps), config=full,
+                            eval_episodes=int(self.eval_episodes)))
+        seen: dict[str, RunSpec] = {}
+        for spec in specs:
+            if spec.name in seen:
+                raise ValueError(f"two runs of the grid share the name {spec.name!r} (a value "
+                                 "given twice, e.g. 0.01 and 1e-2?)")
+            seen[spec.name] = spec
+        return specs
+
+
+def _build_config(cls: type, given: dict[str, Any]) -> Any:
+    defaults = {f.name: f for f in dataclasses.fields(cls.config_class)}
+    kw = {}
+    for key, value in given.items():
+        default = defaults[key].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise TypeError(f"option {key!r} must be True or False, got {value!r}")
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        kw[key] = value
+    try:
+        config = cls.config_class(**kw)
+    except TypeError as e:
+        raise TypeError(f"cannot build {cls.config_class.__name__} from {kw}: {e}") from e
+    config.validate()
+    return config
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return "x".join(_fmt(v) for v in value)
+    return str(value)
+
+
+def run_name(env_id: str, agent: str, config: Mapping[str, Any], keys: Sequence[str],
+             seed: int) -> str:
+    """``{env}__{agent}__{optimizer}__lr{lr}__{key}{value}...__seed{seed}``.
+
+    The optimizer and learning rate always appear (the agent's defaults if the grid does not
+    set them), then every other key of the grid in order; characters unsafe in paths become
+    ``_``. Deterministic, so a rerun of a sweep finds its runs.
+    """
+    parts = [env_id, agent, _fmt(config["optimizer"]), f"lr{_fmt(config['lr'])}"]
+    parts += [f"{k}{_fmt(config[k])}" for k in keys if k not in ("optimizer", "lr")]
+    parts.append(f"seed{seed}")
+    return "__".join(re.sub(r"[^A-Za-z0-9_.+=-]+", "_", p) for p in parts)
+
+
+def resolve_agent(spec: str, agents: Mapping[str, type]) -> type:
+    """The agent class named ``spec`` in ``agents``, or imported from ``module:ClassName``."""
+    if not isinstance(spec, str):
+        raise TypeError(f"agent names must be strings, got {spec!r}")
+    if spec in agents:
+        return agents[spec]
+    if ":" in spec:
+        return _import_class(spec)
+    import difflib
+
+    close = difflib.get_close_matches(spec, list(agents), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(f"unknown agent {spec!r}.{hint} Known agents: "
+                     f"{', '.join(sorted(agents)) or 'none given'}, or package.module:ClassName")
+
+
+def _import_class(path: str) -> type:
+    module_name, _, qualname = path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"cannot import agent module {module_name!r}: {e}") from e
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise ValueError(f"module {module_name!r} has no agent class {qualname!r}")
+    return obj
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+# ---- one run ------------------------------------------------------------------------------
+
+
+def execute_run(spec: RunSpec, logdir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Train ``spec`` into ``logdir/spec.name`` with :func:`rlgrad.train.train`; its summary."""
+    from rlgrad.train import train
+
+    cls = _import_class(spec.agent)
+    config = cls.config_class.from_dict(spec.config)
+    return train(lambda: cls(spec.env_id, config=config, seed=spec.seed), spec.total_steps,
+                 logdir, name=spec.name, eval_episodes=spec.eval_episodes, progress=False,
+                 env_id=spec.env_id)
+
+
+def _guarded_run(spec: RunSpec, logdir: str) -> tuple[str, Any, str]:
+    """``("done", summary, "")`` or ``("failed", message, traceback)``: never raises."""
+    try:
+        return "done", execute_run(spec, logdir), ""
+    except BaseException as e:  # noqa: BLE001 - a Ctrl-C'd run is a failed run too
+        return "failed", f"{type(e).__name__}: {e}", traceback.format_exc()
+
+
+def _child_main(spec: RunSpec, logdir: str, conn: Any) -> None:
+    try:
+        conn.send(_guarded_run(spec, logdir))
+    finally:
+        conn.close()
+
+
+# ---- results ------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What became of one run: ``status`` is ``"done"``, ``"skipped"`` (complete before) or
+    ``"failed"`` (``error`` holds the message, ``traceback`` the details)."""
+
+    spec: RunSpec
+    status: str
+    seconds: float = 0.0
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    traceback: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class SweepResult:
+    """Every run's result in grid order, and the sweep's wall time in seconds."""
+
+    results: list[RunResult]
+    wall_seconds: float
+
+    def by_status(self, status: str) -> list[RunResult]:
+        return [r for r in self.results if r.status == status]
+
+    @property
+    def failed(self) -> list[RunResult]:
+        return self.by_status("failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary_line(self) -> str:
+        counts = {s: len(self.by_status(s)) for s in ("done", "skipped", "failed")}
+        return (f"{len(self.results)} runs: {counts['done']} done, {counts['skipped']} skipped "
+                f"(complete before), {counts['failed']} failed, in {self.wall_seconds:.1f} s")
+
+
+# ---- the sweep ----------------------------------------------------------------------------
+
+
+def is_complete(run_dir: Path) -> bool:
+    """A run is complete when train() wrote its ``summary.json`` (it does so last)."""
+    return (run_dir / "summary.json").is_file()
+
+
+def _check_existing(specs: Sequence[RunSpec], logdir: Path) -> None:
+    """Refuse to skip or delete a run directory that holds another configuration."""
+    for spec in specs:
+        path = logdir / spec.name / "config.json"
+        if not path.is_file():
+            continue
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # an unreadable config belongs to an incomplete run: it is redone
+        expected = json.loads(json.dumps(spec.hparams()))
+        diff = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {found.get(k)!r} there, {expected.get(k)!r} now"
+                              for k in diff[:3])
+            raise ValueError(f"{logdir / spec.name} holds a run of another configuration "
+                             f"({shown}); use another --logdir or remove it")
+
+
+def available_workers() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def run_sweep(
+    grid: Grid | Sequence[RunSpec],
+    logdir: str | os.PathLike[str],
+    *,
+    agents: Mapping[str, type] | None = None,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+    on_result: Callable[[RunResult], None] | None = None,
+) -> SweepResult:
+    """Run every run of ``grid`` not yet complete under ``logdir``; never raises for a run.
+
+    Args:
+        grid: a :class:`Grid` (checked with ``grid.runs(agents)``) or its list of RunSpecs.
+        logdir: the sweep's directory; run ``NAME`` goes to ``logdir/NAME``. With Ray it must
+            be a path every node sees (a shared file system).
+        agents: name -> agent class, e.g. ``agents.AGENTS``.
+        backend: ``"local"`` (one process per run, ``workers`` at a time) or ``"ray"``.
+        workers: runs at once; default the number of cores (local) or of the Ray cluster's
+            CPUs (each Ray task asks for one CPU).
+        address: the Ray cluster to join (``ray.init(address=...)``); None starts a local Ray
+            instance with ``workers`` CPUs.
+        on_result: called in this process with each RunResult as soon as it is known
+            (skipped runs first).
+
+    Returns the results in grid order. Raises ValueError/TypeError for a bad grid, backend,
+    worker count or logdir, before any run starts.
+    """
+    specs = grid.runs(agents) if isinstance(grid, Grid) else list(grid)
+    if not specs:
+        raise ValueError("the grid is empty: no runs to make")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if workers is not None:
+        _check_int("workers", workers, minimum=1)
+    if address is not None and backend != "ray":
+        raise ValueError(f"address {address!r} is for backend='ray', not {backend!r}")
+    from rlgrad.train import check_writable
+
+    root = check_writable(logdir)
+    _check_existing(specs, root)
+    if backend == "ray":
+        ray = _import_ray()
+    start = time.perf_counter()
+    results: dict[str, RunResult] = {}
+
+    def report(result: RunResult) -> None:
+        results[result.name] = result
+        if on_result is not None:
+            on_result(result)
+
+    todo = []
+    for spec in specs:
+        run_dir = root / spec.name
+        if is_complete(run_dir):
+            report(RunResult(spec, "skipped", summary=_read_summary(run_dir)))
+            continue
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # an incomplete attempt: its events would mix with ours
+        todo.append(spec)
+    root.mkdir(parents=True, exist_ok=True)
+    if todo:
+        if backend == "local":
+            _run_local(todo, str(root), workers or available_workers(), report)
+        else:
+            _run_ray(ray, todo, str(root), workers, address, report)
+    return SweepResult([results[s.name] for s in specs], time.perf_counter() - start)
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+@contextmanager
+def _thread_env() -> Iterator[None]:
+    """Set THREAD_ENV while worker processes start (they inherit it), then restore."""
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(THREAD_ENV)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _context() -> Any:
+    # forkserver forks every run from one clean process that has numpy and rlgrad imported
+    # (no 0.5 s of imports per run); spawn where there is no fork.
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["numpy", "gymnasium", "rlgrad.train", "rlgrad.sweep"])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"worker process died from signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"worker process died from signal {-code}"
+    return f"worker process exited with code {code} without a result"
+
+
+def _run_local(specs: Sequence[RunSpec], logdir: str, workers: int,
+               report: Callable[[RunResult], None]) -> None:
+    """One process per run (not a pool): a run that kills its process is that run's failure
+    alone, where a dying pool worker would break every run in flight."""
+    ctx = _context()
+    pending = deque(specs)
+    running: dict[Any, tuple[Any, Any, RunSpec, float]] = {}  # sentinel -> (proc, conn, ...)
+    try:
+        with _thread_env():
+            while pending or running:
+                while pending and len(running) < workers:
+                    spec = pending.popleft()
+                    reader, writer = ctx.Pipe(duplex=False)
+                    proc = ctx.Process(target=_child_main, args=(spec, logdir, writer),
+                                       name=f"rlgrad-sweep:{spec.name}", daemon=True)
+                    proc.start()
+                    writer.close()  # ours: so a dead child reads as EOF
+                    running[proc.sentinel] = (proc, reader, spec, time.perf_counter())
+                handles = [h for proc, reader, _, _ in running.values()
+                           for h in (proc.sentinel, reader)]
+                ready = set(wait(handles))
+                for sentinel in list(running):
+                    proc, reader, spec, started = running[sentinel]
+                    if sentinel not in ready and reader not in ready:
+                        continue
+                    message = None
+                    try:
+                        if reader.poll():
+                            message = reader.recv()
+                    except (EOFError, OSError):
+                        message = None
+                    proc.join()  # it has sent its result or closed the pipe: it is ending
+                    reader.close()
+                    del running[sentinel]
+                    seconds = time.perf_counter() - started
+                    if message is None:
+                        report(RunResult(spec, "failed", seconds,
+                                         error=_exit_reason(proc.exitcode)))
+                    elif message[0] == "done":
+                        report(RunResult(spec, "done", seconds, summary=message[1]))
+                    else:
+                        report(RunResult(spec, "failed", seconds, error=message[1],
+                                         traceback=message[2]))
+    finally:
+        # on Ctrl-C the children got SIGINT too: they save their run and stop; wait for them
+        for proc, reader, _, _ in running.values():
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.terminate()
+            reader.close()
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise ValueError("backend 'ray' needs ray: pip install 'rlgrad[ray]'") from e
+    return ray
+
+
+def _ray_task(spec: RunSpec, logdir: str) -> tuple[str, Any, str]:
+    for key, value in THREAD_ENV.items():
+        os.environ.setdefault(key, value)
+    return _guarded_run(spec, logdir)
+
+
+def _run_ray(ray: Any, specs: Sequence[RunSpec], logdir: str, workers: int | None,
+             address: str | None, report: Callable[[RunResult], None]) -> None:
+    started_here = not ray.is_initialized()
+    if started_here:
+        kw: dict[str, Any] = {"runtime_env": {"env_vars": dict(THREAD_ENV)},
+                              "include_dashboard": False, "log_to_driver": False,
+                              "logging_level": "warning"}
+        if address is not None:
+            kw["address"] = address
+        else:
+            kw["num_cpus"] = workers or available_workers()
+        ray.init(**kw)
+    try:
+        # one CPU each and no retries: a run that crashed is reported, not silently redone
+        task = ray.remote(num_cpus=1, max_retries=0)(_ray_task)
+        # submit no more than can run, so a run's time is its own and not its wait in a queue
+        slots = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue = deque(specs)
+        refs: dict[Any, tuple[RunSpec, float]] = {}
+        while queue or refs:
+            while queue and len(refs) < slots:
+                spec = queue.popleft()
+                refs[task.remote(spec, logdir)] = (spec, time.perf_counter())
+            done, _ = ray.wait(list(refs), num_returns=1)
+            for ref in done:
+                spec, t0 = refs.pop(ref)
+                report(_ray_result(ray, ref, spec, time.perf_counter() - t0))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _ray_result(ray: Any, ref: Any, spec: RunSpec, seconds: float) -> RunResult:
+    try:
+        status, payload, tb = ray.get(ref)
+    except Exception as e:  # noqa: BLE001 - the worker died (WorkerCrashedError, ...)
+        return RunResult(spec, "failed", seconds, error=f"{type(e).__name__}: {e}".strip())
+    if status == "done":
+        return RunResult(spec, "done", seconds, summary=payload)
+    return RunResult(spec, "failed", seconds, error=payload, traceback=tb)
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+def parse_set(items: Sequence[str], classes: Sequence[type]) -> dict[str, list[Any]]:
+    """``["ent_coef=0", "ent_coef=0.01", "hidden_sizes=32,32"]`` -> grid options.
+
+    A key given more than once becomes an axis of the grid with each value. Values are parsed
+    by the type of the field's default in the agents' configs: numbers, ``true``/``false``,
+    comma-separated integers for sizes, strings otherwise.
+    """
+    types: dict[str, Any] = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls.config_class):
+            types.setdefault(f.name, f.default)
+    options: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        if key in ("optimizer", "lr"):
+            raise ValueError(f"give {key} with --{key}, not --set")
+        if key not in types:
+            import difflib
+
+            close = difflib.get_close_matches(key, list(types), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            agents = ", ".join(c.name for c in classes)
+            raise ValueError(f"unknown option {key!r} in --set {item} for agent(s) {agents}."
+                             f"{hint} Options: {', '.join(sorted(types))}")
+        options.setdefault(key, []).append(_parse_value(key, text.strip(), types[key]))
+    return options
+
+
+def _parse_value(key: str, text: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            lowered = text.lower()
+            if lowered not in ("true", "false", "1", "0"):
+                raise ValueError
+            return lowered in ("true", "1")
+        if isinstance(default, tuple):
+            return tuple(int(v) for v in text.split(",") if v.strip())
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+    except ValueError:
+        kind = {bool: "true or false", tuple: "comma-separated integers", int: "an integer",
+                float: "a finite number"}[type(default) if not isinstance(default, bool)
+                                          else bool]
+        raise ValueError(f"--set {key}={text}: expected {kind}") from None
+    return text
+
+
+def add_parsers(sub: Any, agent_classes: Sequence[type]) -> None:
+    """Add ``rlgrad sweep`` and ``rlgrad plot`` to the CLI's subparsers."""
+    names = sorted(c.name for c in agent_classes)
+    s = sub.add_parser(
+        "sweep", help="train a grid of runs in parallel",
+        description="Train every combination of agents x envs x optimizers x learning rates x "
+                    "options x seeds as ordinary runs under LOGDIR, named after their "
+                    "configuration. Complete runs (summary.json present) are skipped, so "
+                    "rerunning a sweep finishes it. Exits 1 if any run failed.")
+    s.add_argument("--agent", nargs="+", required=True,
+                   help=f"agent names ({', '.join(names)}) or package.module:ClassName")
+    s.add_argument("--env", nargs="+", required=True, help="Gymnasium ids")
+    s.add_argument("--optimizer", nargs="+", default=None,
+                   help="optimizers (default: the agent's)")
+    s.add_argument("--lr", nargs="+", type=float, default=None,
+                   help="learning rates (default: the agent's)")
+    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
+    s.add_argument("--total-steps", type=int, default=100_000,
+                   help="environment steps per run (default: 100000)")
+    s.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="another agent option; a key given several times is an axis of the "
+                        "grid, e.g. --set ent_coef=0 ent_coef=0.01 hidden_sizes=32,32")
+    s.add_argument("--logdir", default="runs/sweep", help="directory of the sweep's runs "
+                   "(default: runs/sweep)")
+    s.add_argument("--backend", choices=BACKENDS, default="local",
+                   help="local processes or a Ray cluster (default: local)")
+    s.add_argument("--workers", type=int, default=None,
+                   help="runs at once (default: one per core, or the Ray cluster's CPUs)")
+    s.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start a local Ray instance)")
+    s.add_argument("--eval-episodes", type=int, default=10,
+                   help="evaluation episodes at the end of each run (default: 10)")
+    s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
+    s.set_defaults(func=lambda args: _sweep_command(args, agent_classes))
+
+    p = sub.add_parser(
+        "plot", help="plot and tabulate the runs under a directory",
+        description="Read the TensorBoard event files under LOGDIR, group runs whose "
+                    "configuration differs only in the seed, draw each group's mean over "
+                    "seeds with a 95%% bootstrap confidence band against environment steps, "
+                    "write a PNG and print a table: final return (mean and CI), steps to a "
+                    "threshold, area under the curve.")
+    p.add_argument("logdir", help="directory holding the runs")
+    p.add_argument("--tag", default="charts/episodic_return", help="scalar to plot "
+                   "(default: charts/episodic_return)")
+    p.add_argument("--out", default=None, help="PNG file (default: LOGDIR/plot.png)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="level for 'steps to threshold' (default: the environment's "
+                        "reward_threshold, 475 for CartPole-v1, -100 for Acrobot-v1)")
+    p.add_argument("--window", type=int, default=20,
+                   help="running mean over this many points (episodes) (default: 20)")
+    p.add_argument("--x", choices=("step", "time"), default="step",
+                   help="x axis: environment steps or seconds since the run started")
+    p.add_argument("--points", type=int, default=100,
+                   help="points of the plotted curves (default: 100)")
+    p.set_defaults(func=_plot_command)
+
+
+def _sweep_command(args: argparse.Namespace, agent_classes: Sequence[type]) -> int:
+    known = {c.name: c for c in agent_classes}
+    classes = [resolve_agent(a, known) for a in args.agent]
+    grid = Grid(agents=args.agent, envs=args.env, seeds=args.seeds, optimizers=args.optimizer,
+                lrs=args.lr, options=parse_set(args.set, classes), total_steps=args.total_steps,
+                eval_episodes=args.eval_episodes)
+    specs = grid.runs(known)
+    if args.dry_run:
+        for spec in specs:
+            print(spec.name)
+        print(f"{len(specs)} runs")
+        return 0
+    count = [0]
+    width = len(str(len(specs)))
+
+    def on_result(r: RunResult) -> None:
+        count[0] += 1
+        head = f"[{count[0]:>{width}}/{len(specs)}] {r.status:<7} {r.name}"
+        if r.status == "failed":
+            print(f"{head} after {r.seconds:.1f} s: {r.error}", flush=True)
+        elif r.status == "done":
+            ret = (r.summary or {}).get("train_return_last20")
+            tail = f", return (last 20) {ret:.1f}" if isinstance(ret, (int, float)) else ""
+            print(f"{head} in {r.seconds:.1f} s{tail}", flush=True)
+        else:
+            print(head, flush=True)
+
+    result = run_sweep(specs, args.logdir, backend=args.backend, workers=args.workers,
+                       address=args.address, on_result=on_result)
+    print(result.summary_line())
+    for r in result.failed:
+        print(f"\nFAILED {r.name}: {r.error}", file=sys.stderr)
+        if r.traceback:
+            print(r.traceback.rstrip(), file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def _plot_command(args: argparse.Namespace) -> int:
+    from rlgrad import plot
+
+    runs = plot.load_runs(args.logdir, args.tag)
+    stats = plot.summarize(runs, window=args.window, threshold=args.threshold,
+                           points=args.points, x=args.x)
+    out = Path(args.out) if args.out else Path(args.logdir) / "plot.png"
+    plot.plot_groups(stats, out, ylabel=args.tag)
+    print(plot.format_table(stats))
+    print(f"\nwrote {out}")
+    return 0
