@@ -65,6 +65,9 @@ class Args:
 TRUE_M, TRUE_B = 2.0, -1.0
 START = (0.0, 0.0)
 DIVERGED = 1e6  # a distance to the solution beyond this counts as diverged
+# the (m, b) window of each contour plot: the start, the solution and most of the paths; the
+# widest swings (momentum across the ravine) leave it
+VIEW = {"centred": ((-0.3, 2.8), (-2.5, 0.3)), "ravine": ((-0.3, 3.6), (-1.6, 3.6))}
 
 # method -> (registry name, points per step: "all", "one" or "batch")
 METHODS: dict[str, tuple[str, str]] = {
@@ -272,7 +275,8 @@ def table(results: list[dict[str, Any]], tol: float) -> str:
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
-    """Excess loss per step (log scale) and the paths over the loss contours, per data set."""
+    """Per data set (columns): the excess loss per step (log scale), the paths over the loss
+    contours in (m, b), and the length of each step ||theta_t - theta_{t-1}|| (log-log)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -281,7 +285,7 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
 
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
     colors = {method: plt.cm.tab10(i) for i, method in enumerate(METHODS)}
-    fig, axes = plt.subplots(2, len(datasets), figsize=(7.5 * len(datasets), 12), squeeze=False)
+    fig, axes = plt.subplots(3, len(datasets), figsize=(7.5 * len(datasets), 18), squeeze=False)
     for col, dataset in enumerate(datasets):
         runs = [r for r in results if r["dataset"] == dataset]
         ax = axes[0, col]
@@ -297,14 +301,9 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
         ax = axes[1, col]
         solution = runs[0]["solution"]
         x, y = runs[0]["x"], runs[0]["y"]
-        # the box around the start, the solution and where the runs ended; paths that swing
-        # further out (momentum across the ravine, Adam's first steps) are cut at its edge
-        ends = [r["path"][-1] for r in runs if not r["diverged"]]
-        points = np.array([START, solution, *ends])
-        lo, hi = points.min(axis=0), points.max(axis=0)
-        pad = 0.5 * (hi - lo) + 1e-3
-        ms = np.linspace(lo[0] - pad[0], hi[0] + pad[0], 300)
-        bs = np.linspace(lo[1] - pad[1], hi[1] + pad[1], 300)
+        (m_lo, m_hi), (b_lo, b_hi) = VIEW[dataset]
+        ms = np.linspace(m_lo, m_hi, 300)
+        bs = np.linspace(b_lo, b_hi, 300)
         mm, bb = np.meshgrid(ms, bs)
         # mean over points of (m x + b - y)^2, expanded so the grid needs no (300, 300, n) array
         sx, sy = x.mean(), y.mean()
@@ -320,7 +319,7 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
             oscillating = r["method"] in ("momentum", "nesterov")
             ax.plot(p[:, 0], p[:, 1], color=colors[r["method"]], lw=0.4 if oscillating else 0.9,
                     alpha=0.5 if oscillating else 0.9, marker="o", ms=2.5, markevery=marks,
-                    label=r["method"], zorder=3 if r["method"] == "newton" else 2)
+                    label=r["method"], zorder={"newton": 4, "adagrad": 3}.get(r["method"], 2))
         ax.plot(*START, "ko", ms=5)
         ax.plot(*solution, "r*", ms=12, label="least squares")
         ax.set_xlim(ms[0], ms[-1])
@@ -328,6 +327,19 @@ def plot(results: list[dict[str, Any]], path: str) -> None:
         ax.set_xlabel("m (slope)")
         ax.set_ylabel("b (intercept)")
         ax.set_title(f"{dataset}: paths from (0, 0) over the MSE contours")
+        ax.legend(fontsize=8, ncol=2)
+
+        ax = axes[2, col]
+        for r in runs:
+            lengths = np.maximum(np.linalg.norm(np.diff(r["path"], axis=0), axis=1), 1e-16)
+            steps = np.arange(1, len(lengths) + 1)
+            ax.plot(steps, lengths, color=colors[r["method"]], label=r["method"], lw=0.9,
+                    alpha=0.85)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("step length ||theta_t - theta_{t-1}||")
+        ax.set_title(f"{dataset}: how far each update moves (m, b)")
         ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

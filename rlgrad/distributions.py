@@ -55,7 +55,15 @@ class Categorical(Distribution):
         self.logits = _as_tensor(logits)
         if self.logits.ndim < 1 or self.logits.shape[-1] < 1:
             raise ValueError(f"logits need a last axis of categories, got {self.logits.shape}")
-        self.logp = log_softmax(self.logits, axis=-1)  # (..., K)
+        self._logp: Tensor | None = None
+
+    @property
+    def logp(self) -> Tensor:
+        """log pi over the categories, ``(..., K)``: log_softmax of the logits, made on first use
+        (sampling during a rollout does not need it)."""
+        if self._logp is None:
+            self._logp = log_softmax(self.logits, axis=-1)
+        return self._logp
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
@@ -66,14 +74,18 @@ class Categorical(Distribution):
         return np.exp(self.logp.data)
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """One action per batch element by inverting the CDF with one uniform draw each."""
-        cdf = np.cumsum(self.probs, axis=-1)
+        """One action per batch element by inverting the CDF with one uniform draw each.
+
+        The CDF is built from exp(z - max z), unnormalised: the draw is scaled by its total.
+        """
+        z = self.logits.data
+        cdf = np.cumsum(np.exp(z - z.max(axis=-1, keepdims=True)), axis=-1)
         u = rng.random(self.batch_shape + (1,)) * cdf[..., -1:]
-        k = self.logits.shape[-1]
-        return np.minimum((cdf < u).sum(axis=-1), k - 1).astype(np.int64)
+        k = z.shape[-1]
+        return np.minimum((cdf < u).sum(axis=-1), k - 1)
 
     def mode(self) -> np.ndarray:
-        return np.argmax(self.logp.data, axis=-1)
+        return np.argmax(self.logits.data, axis=-1)
 
     def log_prob(self, actions: Any) -> Tensor:
         """log pi(a) for integer actions of the batch shape."""

@@ -21,13 +21,15 @@ rate ``lr``; ``g = grad f(theta)`` is the gradient of the loss without the penal
 2. **Coupled weight decay**, ``SGD(weight_decay=wd)``, ``Adam(weight_decay=wd)`` (also Adagrad,
    RMSprop): the optimizer adds ``wd * theta`` to the gradient before its update. This is
    *identical* to 1., update for update, for SGD with or without momentum and for Adam alike;
-   only where the sum ``g + wd * theta`` is formed differs. (Even bitwise: the engine's
-   ``wd / 2 * theta * 2`` rounds exactly like ``wd * theta``, as halving and doubling are exact.) So ``SGD(params, lr, weight_decay=wd)``
-   on ``f`` gives the same iterates as ``SGD(params, lr)`` on ``f + l2_penalty(params, wd)``.
+   only the place where the sum ``g + wd * theta`` is formed differs. So
+   ``SGD(params, lr, weight_decay=wd)`` on ``f`` gives the same iterates as ``SGD(params, lr)``
+   on ``f + l2_penalty(params, wd)``, even bitwise: the engine's gradient of the penalty,
+   ``wd / 2 * theta`` twice, rounds exactly like ``wd * theta`` (halving and doubling are exact).
 3. **Decoupled weight decay**, ``AdamW(weight_decay=wd)``: ``theta *= 1 - lr * wd`` is applied
    directly to the parameters, and the Adam step uses ``g`` alone. The decay is not rescaled by
-   ``sqrt(v_hat)``: every coordinate shrinks by the same factor per step. For SGD, 3. would equal
-   1. and 2.; for Adam it is a different algorithm with different iterates and fixed point.
+   ``sqrt(v_hat)``: every coordinate shrinks by the same factor per step. For plain SGD (no
+   momentum) it would equal 1. and 2.; for Adam it is a different algorithm, with different
+   iterates and a different fixed point.
 
 L1 has no coupled-optimizer counterpart here. Its (sub)gradient ``w * sign(theta)`` is 0 at
 ``theta = 0`` (torch's convention), so a (sub)gradient step moves a coordinate across zero rather

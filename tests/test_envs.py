@@ -346,3 +346,22 @@ def test_inverted_pendulum_constructs_and_steps():
             obs, rewards, terminated, truncated, final_obs = env.step(rng.normal(size=(2, 1)) * 5)
         assert obs.shape == final_obs.shape == (2, 4) and rewards.shape == (2,)
         assert env.num_episodes > 0  # random actions drop the pole within 30 steps
+
+
+def test_same_step_cartpole_has_gymnasiums_dynamics_bitwise():
+    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+
+    from rlgrad.envs import SameStepCartPoleVectorEnv
+
+    ours, theirs = SameStepCartPoleVectorEnv(num_envs=5), CartPoleVectorEnv(num_envs=5)
+    obs_a, _ = ours.reset(seed=3)
+    obs_b, _ = theirs.reset(seed=3)
+    np.testing.assert_array_equal(obs_a, obs_b)
+    rng = np.random.default_rng(0)
+    for _ in range(8):  # CartPole cannot fail within 8 steps from a reset state
+        actions = rng.integers(0, 2, 5)
+        a = ours.step(actions)
+        b = theirs.step(actions)
+        for x, y in zip(a[:4], b[:4]):
+            np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(ours.state, theirs.state)
