@@ -235,16 +235,18 @@ class Agent:
         store: dict[str, list[np.ndarray]] = {k: [] for k in (
             "obs", "actions", "rewards", "terminated", "truncated", "final_obs", "active")}
         active = np.ones(n, dtype=bool)
+        n_active = n
         episodes: list[tuple[int, float, int]] = []
         collected = 0
         while True:
             if self.stop_requested:
                 raise _StopRequested
-            room = hard_cap - collected
-            if room < active.sum():
-                self._cut(store, np.flatnonzero(active)[room:], obs)
-                active[np.flatnonzero(active)[room:]] = False
-                if not active.any():
+            if hard_cap - collected < n_active:
+                late = np.flatnonzero(active)[hard_cap - collected:]
+                self._cut(store, late, obs)
+                active[late] = False
+                n_active = int(active.sum())
+                if not n_active:
                     break
             with no_grad():
                 actions = self.distribution(obs).sample(self.rng)
@@ -259,15 +261,17 @@ class Agent:
             store["truncated"].append(truncated)
             store["final_obs"].append(final_obs)
             store["active"].append(active.copy())
-            collected += int(active.sum())
-            for i, ret, length in zip(env.finished_envs, env.finished_returns,
-                                      env.finished_lengths):
-                if active[i]:
-                    episodes.append((self.global_step + collected, float(ret), int(length)))
-            if collected >= budget:
-                active &= ~(terminated | truncated)
-                if not active.any():
-                    break
+            collected += n_active
+            if len(env.finished_envs):
+                for i, ret, length in zip(env.finished_envs, env.finished_returns,
+                                          env.finished_lengths):
+                    if active[i]:
+                        episodes.append((self.global_step + collected, float(ret), int(length)))
+                if collected >= budget:
+                    active[env.finished_envs] = False
+                    n_active = int(active.sum())
+                    if not n_active:
+                        break
             if collected >= hard_cap:
                 self._cut(store, np.flatnonzero(active), next_obs)
                 break

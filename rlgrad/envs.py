@@ -230,7 +230,7 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
             x = x + self.tau * x_dot
             theta_dot = theta_dot + self.tau * thetaacc
             theta = theta + self.tau * theta_dot
-        self.state = np.stack((x, x_dot, theta, theta_dot))
+        self.state = np.array((x, x_dot, theta, theta_dot))  # np.stack, without its overhead
         terminated = (
             (x < -self.x_threshold)
             | (x > self.x_threshold)

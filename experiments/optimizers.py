@@ -1,0 +1,102 @@
+"""Which optimizer trains REINFORCE with a baseline fastest, each at its best learning rate.
+
+SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam and AdamW on CartPole-v1 and Acrobot-v1. Each
+optimizer gets a grid of three learning rates, half a decade apart, placed around its working
+range (found by a one-seed scan: SGD needs a learning rate about 300 times Adam's, because the
+policy gradient's norm is small). The learning rate with the largest area under the curve over
+the selection seeds (1, 2) wins; the optimizer is then run with 5 seeds (1-5; seeds 1 and 2 are
+reused, so the winner's score is slightly optimistic) and compared on the table's numbers.
+
+    python -m experiments.optimizers            # full: docs/optimizers.png
+    python -m experiments.optimizers --quick    # seconds
+"""
+
+from __future__ import annotations
+
+from experiments import _common as common
+from rlgrad.plot import draw_groups, format_table, new_figure, save_figure
+from rlgrad.sweep import Grid
+
+NAME = "optimizers"
+LRS = {
+    "sgd": [1.0, 3.0, 10.0],
+    "momentum": [0.1, 0.3, 1.0],
+    "nesterov": [0.1, 0.3, 1.0],
+    "adagrad": [3e-3, 1e-2, 3e-2],
+    "rmsprop": [3e-4, 1e-3, 3e-3],
+    "adam": [3e-3, 1e-2, 3e-2],
+    "adamw": [3e-3, 1e-2, 3e-2],
+}
+FULL = {"envs": {"CartPole-v1": 100_000, "Acrobot-v1": 80_000}, "select_seeds": [1, 2],
+        "seeds": [1, 2, 3, 4, 5], "options": {}, "optimizers": list(LRS)}
+QUICK = {"envs": {"CartPole-v1": 1_500, "Acrobot-v1": 1_500}, "select_seeds": [1],
+         "seeds": [1, 2], "options": {"steps_per_update": [500], "num_envs": [2]},
+         "optimizers": ["sgd", "adam"]}
+
+
+def grids(setting: dict, seeds: list[int], lrs: dict[tuple[str, str], list[float]]) -> list:
+    return [Grid(agents=["reinforce_baseline"], envs=[env], optimizers=[opt],
+                 lrs=lrs[env, opt], seeds=seeds, options=setting["options"],
+                 total_steps=steps, eval_episodes=0)
+            for env, steps in setting["envs"].items() for opt in setting["optimizers"]]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = common.parser(NAME, __doc__).parse_args(argv)
+    timer = common.Timer()
+    setting = QUICK if args.quick else FULL
+    logdir, figure = common.paths(NAME, args)
+    envs, opts = list(setting["envs"]), setting["optimizers"]
+
+    # 1. the learning rate of each optimizer on each environment, by AUC on the selection seeds
+    grid_lrs = {(env, opt): LRS[opt][1:] if args.quick else LRS[opt] for env in envs
+                for opt in opts}
+    print(f"{NAME}: selecting learning rates")
+    common.sweep(common.specs(*grids(setting, setting["select_seeds"], grid_lrs)), logdir,
+                 args.workers)
+    runs = common.load(logdir)
+    select_seeds = setting["select_seeds"]
+    best: dict[tuple[str, str], float] = {}
+    selection_rows = ["| env | optimizer | lr | AUC (selection seeds) |", "|-|-|-|-|"]
+    for env in envs:
+        for opt in opts:
+            stats = common.curves(common.select(runs, env_id=env, optimizer=opt,
+                                                seed=lambda s: s in select_seeds))
+            stats.sort(key=lambda s: s.config["lr"])
+            for s in stats:
+                selection_rows.append(f"| {env} | {opt} | {s.config['lr']:g} | {s.auc:.1f} |")
+            best[env, opt] = max(stats, key=lambda s: s.auc).config["lr"]
+
+    # 2. every optimizer at its learning rate with all seeds
+    print(f"{NAME}: final runs at the selected learning rates")
+    final_lrs = {key: [lr] for key, lr in best.items()}
+    common.sweep(common.specs(*grids(setting, setting["seeds"], final_lrs)), logdir,
+                 args.workers)
+    runs = common.load(logdir)
+    fig, axes = new_figure(ncols=len(envs), size=(6.0, 4.4))
+    tables, ranking = [], {}
+    for ax, env in zip(axes[0], envs):
+        picked = [r for r in common.select(runs, env_id=env,
+                                           seed=lambda s: s in setting["seeds"])
+                  if r.config["optimizer"] in opts
+                  and r.config["lr"] == best[env, r.config["optimizer"]]]
+        stats = common.curves(picked, label=lambda r: f"{r.config['optimizer']} "
+                                                      f"lr={r.config['lr']:g}")
+        stats.sort(key=lambda s: -s.auc)
+        ranking[env] = [(s.config["optimizer"], s.config["lr"], s.final_mean, s.final_low,
+                         s.final_high, s.auc, s.steps_to_threshold) for s in stats]
+        draw_groups(ax, stats, title=f"{env}: REINFORCE + baseline, best lr each")
+        tables.append(format_table(stats))
+    save_figure(fig, figure)
+    table = "\n\n".join(tables)
+    print("\n" + table)
+    common.write_text(logdir / "table.md", table + "\n\nLearning-rate selection:\n\n" +
+                      "\n".join(selection_rows))
+    print("\nlearning-rate selection:\n" + "\n".join(selection_rows))
+    seconds = timer.done(NAME)
+    return {"figure": figure, "table": table, "best_lr": best, "ranking": ranking,
+            "seconds": seconds}
+
+
+if __name__ == "__main__":
+    main()
