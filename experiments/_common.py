@@ -89,6 +89,24 @@ def curves(runs: Sequence[Run], label: Callable[[Run], str] | None = None,
     return stats
 
 
+def best_lr(runs: Sequence[Run], key: Callable[[Run], Any], seeds: Sequence[int]
+            ) -> tuple[dict[Any, float], list[str]]:
+    """For each ``key(run)`` (e.g. the optimizer), the learning rate whose mean curve over
+    ``seeds`` has the largest area (AUC), and Markdown table rows of every candidate."""
+    by_key: dict[Any, list[Run]] = {}
+    for run in runs:
+        if run.seed in seeds:
+            by_key.setdefault(key(run), []).append(run)
+    best, rows = {}, ["| setting | lr | AUC (selection seeds) | final |", "|-|-|-|-|"]
+    for k, members in by_key.items():
+        stats = sorted(summarize(members), key=lambda s: s.config["lr"])
+        name = " ".join(map(str, k)) if isinstance(k, tuple) else str(k)
+        rows += [f"| {name} | {s.config['lr']:g} | {s.auc:.1f} | {s.final_mean:.1f} |"
+                 for s in stats]
+        best[k] = max(stats, key=lambda s: s.auc).config["lr"]
+    return best, rows
+
+
 def load(logdir: Path, tag: str = "charts/episodic_return") -> list[Run]:
     return load_runs(logdir, tag)
 

@@ -55,17 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
     common.sweep(common.specs(*grids(setting, setting["select_seeds"], grid_lrs)), logdir,
                  args.workers)
     runs = common.load(logdir)
-    select_seeds = setting["select_seeds"]
-    best: dict[tuple[str, str], float] = {}
-    selection_rows = ["| env | optimizer | lr | AUC (selection seeds) |", "|-|-|-|-|"]
-    for env in envs:
-        for opt in opts:
-            stats = common.curves(common.select(runs, env_id=env, optimizer=opt,
-                                                seed=lambda s: s in select_seeds))
-            stats.sort(key=lambda s: s.config["lr"])
-            for s in stats:
-                selection_rows.append(f"| {env} | {opt} | {s.config['lr']:g} | {s.auc:.1f} |")
-            best[env, opt] = max(stats, key=lambda s: s.auc).config["lr"]
+    best, selection_rows = common.best_lr(
+        [r for r in runs if r.config["optimizer"] in opts],
+        key=lambda r: (r.env_id, r.config["optimizer"]), seeds=setting["select_seeds"])
 
     # 2. every optimizer at its learning rate with all seeds
     print(f"{NAME}: final runs at the selected learning rates")

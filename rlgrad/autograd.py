@@ -102,7 +102,7 @@ def grad(
             g = g._broadcast_to(t.shape) if create_graph else _leaf(np.broadcast_to(g.data,
                                                                                  t.shape))
         if g.dtype != t.dtype:
-            g = g * np.ones((), dtype=t.dtype) if create_graph else _leaf(g.data.astype(t.dtype))
+            g = g.astype(t.dtype) if create_graph else _leaf(g.data.astype(t.dtype))
         result.append(g)
     return result
 

@@ -55,12 +55,16 @@ class Module:
                 f"cannot assign {name!r} before Module.__init__() was called in "
                 f"{type(self).__name__}.__init__"
             )
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # a name keeps its place in the order when reassigned with the same kind, as in torch
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
+        else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
         object.__setattr__(self, name, value)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -142,7 +146,7 @@ class Module:
 
 
 def orthogonal_(shape: tuple[int, int], gain: float, rng: np.random.Generator,
-                dtype: Any = np.float32) -> np.ndarray:
+                dtype: Any = np.float64) -> np.ndarray:
     """A (rows, cols) matrix with orthonormal rows or columns, times ``gain``.
 
     As torch.nn.init.orthogonal_: QR of a standard normal matrix, signs fixed by diag(R).

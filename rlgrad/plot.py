@@ -14,7 +14,8 @@ run name) differs only in the seed, and for each group computes
 
 - the mean over seeds :math:`\\bar c(x) = \\frac1n \\sum_r c_r(x)` on a common range
   :math:`[x_0, x_1]` of each environment's runs (:math:`x_0` the latest first point, :math:`x_1`
-  the earliest last point, so every curve is defined and no run is extrapolated), with a 95%
+  the earliest last point, so every curve is defined and no run is extrapolated; or each
+  group's own range, ``span="group"``), with a 95%
   percentile-bootstrap confidence band: resample the n seeds with replacement 1000 times (a
   seeded generator), take the mean of each resample, read the 2.5% and 97.5% quantiles;
 - the final value :math:`c_r(x_1)` of each run, its mean over seeds and bootstrap CI;
@@ -222,14 +223,18 @@ class GroupStats:
 
 
 def summarize(runs: Sequence[Run], *, window: int = 20, threshold: float | None = None,
-              points: int = 100, x: str = "step", n_resamples: int = 1000,
-              seed: int = 0) -> list[GroupStats]:
+              points: int = 100, x: str = "step", span: str = "env",
+              n_resamples: int = 1000, seed: int = 0) -> list[GroupStats]:
     """Group ``runs`` by configuration without the seed and compute each group's statistics
     (see the module docstring). ``x`` is ``"step"`` or ``"time"`` (seconds since the run's
-    start). ``threshold`` None means each environment's ``reward_threshold``. Groups come in
-    the order of their first run."""
+    start). ``span="env"`` puts every group of an environment on one range [x0, x1], so their
+    final values and areas compare at equal x; ``"group"`` gives each group its own (for wall
+    time, where runs of different settings last differently long). ``threshold`` None means
+    each environment's ``reward_threshold``. Groups come in the order of their first run."""
     if x not in ("step", "time"):
         raise ValueError(f"x must be 'step' or 'time', got {x!r}")
+    if span not in ("env", "group"):
+        raise ValueError(f"span must be 'env' or 'group', got {span!r}")
     if not isinstance(points, int) or points < 2:
         raise ValueError(f"points must be an integer >= 2, got {points!r}")
     if not runs:
@@ -246,12 +251,13 @@ def summarize(runs: Sequence[Run], *, window: int = 20, threshold: float | None 
     for env_id, env_groups in by_env.items():
         env_runs = [r for g in env_groups for r in g]
         xs_of = {id(r): (r.steps if x == "step" else r.seconds) for r in env_runs}
-        x0 = max(float(xs_of[id(r)][0]) for r in env_runs)
-        x1 = max(x0, min(float(xs_of[id(r)][-1]) for r in env_runs))
-        grid = np.linspace(x0, x1, points)
         labels = _labels([g[0].config for g in env_groups])
         thr = threshold if threshold is not None else default_threshold(env_id)
         for members, label in zip(env_groups, labels):
+            spanned = env_runs if span == "env" else members
+            x0 = max(float(xs_of[id(r)][0]) for r in spanned)
+            x1 = max(x0, min(float(xs_of[id(r)][-1]) for r in spanned))
+            grid = np.linspace(x0, x1, points)
             curves = np.stack([curve_at(xs_of[id(r)], r.values, grid, window) for r in members])
             low, high = bootstrap_ci(curves, n_resamples=n_resamples, seed=seed)
             finals = np.array([curve_at(xs_of[id(r)], r.values, np.array([x1]), window)[0]

@@ -291,7 +291,9 @@ class Tensor:
             out = a.data**p
 
             def backward(node, g, cg):
-                # d(x^p)/dx = p x^(p-1)
+                # d(x^p)/dx = p x^(p-1); exactly 0 for p = 0 (also at x = 0, as torch)
+                if p == 0:
+                    return (g * 0,)
                 x = a if cg else a.data
                 return (g * (p * x ** (p - 1)),)
 
@@ -300,10 +302,18 @@ class Tensor:
         out = a.data**b.data
 
         def backward_tensor(node, g, cg):
-            # d(x^y)/dx = y x^(y-1),  d(x^y)/dy = x^y log x
+            # d(x^y)/dx = y x^(y-1) (0 where y = 0),  d(x^y)/dy = x^y log x (0 where x = 0 and
+            # y >= 0, the limit, as torch)
             x, y, z = (a, b, node) if cg else (a.data, b.data, node.data)
-            ga = _sum_to(g * y * x ** (y - 1), x.shape) if a.requires_grad else None
-            gb = _sum_to(g * z * _log(x), y.shape) if b.requires_grad else None
+            ga = gb = None
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if a.requires_grad:
+                    ga = _sum_to(where(b.data == 0, 0.0, g * y * x ** (y - 1)) if cg else
+                                 np.where(b.data == 0, 0.0, g * y * x ** (y - 1)), x.shape)
+                if b.requires_grad:
+                    zero = (a.data == 0) & (b.data >= 0)
+                    safe_x = where(zero, 1.0, x) if cg else np.where(zero, 1.0, x)
+                    gb = _sum_to(g * z * _log(safe_x), y.shape)
             return ga, gb
 
         return _result(out, (a, b), backward_tensor)
@@ -404,7 +414,7 @@ class Tensor:
 
         def backward(node, g, cg):
             mask = a.data == out_k
-            share = mask / mask.sum(axis=axis, keepdims=True)
+            share = (mask / mask.sum(axis=axis, keepdims=True)).astype(a.data.dtype)
             if not keepdims and axis is not None:
                 g = _expand_dims(g, axis)
             return (g * share,)
@@ -442,8 +452,9 @@ class Tensor:
 
         def backward(node, g, cg):
             # d tanh x / dx = 1 - tanh^2 x
-            if cg:
-                return (g * (1 - node * node),)
+            if cg or node.data.ndim == 0:
+                y = node if cg else node.data
+                return (g * (1 - y * y),)
             d = node.data * node.data
             np.subtract(1, d, out=d)
             return (_mul_into(g, d),)
@@ -452,11 +463,9 @@ class Tensor:
 
     def sigmoid(self) -> Tensor:
         a = self
-        # 1 / (1 + e^-x), evaluated without overflow for large |x|
-        with np.errstate(over="ignore"):
-            out = np.where(a.data >= 0, 1 / (1 + np.exp(-a.data)),
-                           np.exp(a.data) / (1 + np.exp(a.data)))
-        out = out.astype(a.data.dtype, copy=False)
+        # 1 / (1 + e^-x) for x >= 0 and e^x / (1 + e^x) below: e^-|x| never overflows
+        e = np.exp(-np.abs(a.data))
+        out = np.where(a.data >= 0, 1 / (1 + e), e / (1 + e)).astype(a.data.dtype, copy=False)
 
         def backward(node, g, cg):
             # d sigma / dx = sigma (1 - sigma)
@@ -468,7 +477,7 @@ class Tensor:
     def relu(self) -> Tensor:
         a = self
         mask = a.data > 0
-        out = a.data * mask
+        out = np.maximum(a.data, 0).astype(a.data.dtype, copy=False)  # max(x, 0): relu(-inf) = 0
 
         def backward(node, g, cg):
             return (g * mask,)
@@ -516,6 +525,20 @@ class Tensor:
         return _result(out.astype(a.data.dtype, copy=False), (a,), backward)
 
     clamp = clip
+
+    def astype(self, dtype: Any) -> Tensor:
+        """The same values in another floating dtype; the gradient is cast back."""
+        a = self
+        dtype = np.dtype(dtype)
+        if dtype == a.data.dtype:
+            return a
+        if a.requires_grad and not np.issubdtype(dtype, np.floating):
+            raise TypeError(f"cannot cast a tensor that requires grad to {dtype}")
+
+        def backward(node, g, cg):
+            return (g.astype(a.data.dtype),)
+
+        return _result(a.data.astype(dtype), (a,), backward)
 
     # ---- shape ---------------------------------------------------------------------------
     def reshape(self, *shape: Any) -> Tensor:
@@ -882,7 +905,11 @@ def linear(x: Tensor | np.ndarray, weight: Tensor, bias: Tensor | None = None) -
 
     def backward(node, g, cg):
         xv, w = (x, weight) if cg else (xd, wd)
-        gx = g @ w if x.requires_grad else None
+        gx = None
+        if x.requires_grad:
+            # one output (a value head): G W is an outer product, which a broadcast multiply
+            # does three times faster than a matrix product with an inner dimension of 1
+            gx = g * w if wd.shape[0] == 1 else g @ w
         g2 = g if g.ndim == 2 else g.reshape(-1, wd.shape[0])
         gw = None
         if weight.requires_grad:

@@ -7,9 +7,11 @@ Gradient checks run in float64. Each op is checked three ways: values and gradie
 
 from __future__ import annotations
 
+import gc
 import operator
 import sys
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -349,6 +351,21 @@ def test_matmul_against_finite_differences(shapes):
     rng = np.random.default_rng(8)
     a, b = rng.standard_normal(shapes[0]), rng.standard_normal(shapes[1])
     check_finite_differences(operator.matmul, [a, b])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    shapes=mutually_broadcastable_shapes(
+        signature=np.matmul.signature, max_dims=2, min_side=1, max_side=3
+    ),
+    seed=st.integers(0, 2**16),
+)
+def test_matmul_hypothesis(shapes, seed):
+    rng = np.random.default_rng(seed)
+    a, b = (rng.standard_normal(s) for s in shapes.input_shapes)
+    out = compare_with_torch(operator.matmul, operator.matmul, [a, b], seed=seed)
+    assert out.shape == shapes.result_shape
+    check_finite_differences(operator.matmul, [a, b], seed=seed, with_gradcheck=False)
 
 
 def test_matmul_with_numpy_operand_on_either_side():
@@ -855,6 +872,29 @@ def test_tensor_factory_and_attributes():
     assert rlgrad.tensor(rlgrad.tensor([1.0])).shape == (1,)
 
 
+def test_scalar_results_hold_0d_arrays():
+    """``.data`` is documented as "a numpy array (a 0-d array for a scalar)", for every op.
+
+    numpy turns 0-d results of ufuncs and full integer indexing into numpy scalars, which are
+    immutable and cannot serve as ``out=``; the engine must keep them arrays.
+    """
+    x = leaf([1.0, 2.0, 3.0])
+    s = leaf(0.5)
+    results = {
+        "x[1]": x[1], "s * s": s * s, "s + 1": s + 1, "x @ x": x @ x, "-s": -s, "s ** 2": s**2,
+        "s.exp()": s.exp(), "s.log()": s.log(), "s.tanh()": s.tanh(), "s.sqrt()": s.sqrt(),
+        "s.abs()": s.abs(), "s.relu()": s.relu(), "s.clip(0, 1)": s.clip(0, 1),
+        "s.sigmoid()": s.sigmoid(), "x.sum()": x.sum(), "x.max()": x.max(),
+        "x.mean()": x.mean(), "logsumexp(x)": rlgrad.logsumexp(x), "s / 2": s / 2,
+    }
+    not_arrays = [k for k, v in results.items() if not isinstance(v.data, np.ndarray)]
+    assert not_arrays == [], f"these give numpy scalars, not 0-d arrays: {not_arrays}"
+    for v in results.values():
+        assert isinstance(v.numpy(), np.ndarray) and v.shape == ()
+    (s * s + x[1]).backward()
+    assert isinstance(s.grad, np.ndarray) and s.grad.shape == ()
+
+
 def test_item():
     t = rlgrad.tensor(np.array([[2.5]]))
     assert t.item() == 2.5 and isinstance(t.item(), float)
@@ -1129,6 +1169,22 @@ def test_bad_axis_raises():
         x.max(axis=(0, 0))
     with pytest.raises(ValueError):
         x.reshape(4, 2)
+
+
+def test_a_graph_is_freed_with_its_output_without_the_garbage_collector():
+    x = leaf(np.ones(3))
+    gc.disable()
+    try:
+        hidden = (x * 2).tanh()
+        ref = weakref.ref(hidden)
+        out = rlgrad.log_softmax(hidden * hidden)[1]
+        out.backward()
+        del hidden
+        assert ref() is not None  # the output's graph holds it
+        del out
+        assert ref() is None  # no reference cycle keeps it alive
+    finally:
+        gc.enable()
 
 
 def test_a_chain_100000_ops_deep_backpropagates_without_recursion():
