@@ -177,8 +177,7 @@ class Grid:
                     config = _build_config(cls, given)
                     full = config.to_dict()
                     for seed in self.seeds:
-                        name = run_name(env_id, cls.name if ":" not in agent_name else
-                                        cls.__name__, full, keys, int(seed))
+                        name = run_name(env_id, cls.name, full, keys, int(seed))
                         specs.append(RunSpec(
                             name=name, agent=f"{cls.__module__}:{cls.__qualname__}",
                             agent_name=cls.name, env_id=env_id, seed=int(seed),

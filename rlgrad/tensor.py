@@ -642,7 +642,8 @@ def _leaf(data: np.ndarray) -> Tensor:
 def _result(data: np.ndarray, parents: tuple[Tensor, ...], backward: Callable) -> Tensor:
     """Wrap an op's value; record the op in the graph if grad mode is on and an input needs it."""
     t = object.__new__(Tensor)
-    t.data = data
+    # numpy returns scalars, not 0-d arrays, from arithmetic on 0-d arrays: .data is an array
+    t.data = data if type(data) is np.ndarray else np.asarray(data)
     t.grad = None
     if _grad_enabled:
         for p in parents:

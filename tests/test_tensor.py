@@ -16,6 +16,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F  # noqa: N812 - torch's usual name
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes, valid_tuple_axes
@@ -373,6 +374,18 @@ def test_matmul_with_numpy_operand_on_either_side():
     w, x = rng.standard_normal((3, 4)), rng.standard_normal((2, 3))
     compare_with_torch(lambda t: x @ t, lambda t: torch.from_numpy(x) @ t, [w])
     compare_with_torch(lambda t: t @ w, lambda t: t @ torch.from_numpy(w), [x])
+
+
+@pytest.mark.parametrize("x_shape", [(3,), (2, 3), (2, 2, 3), (70, 3)], ids=str)
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_function(x_shape, bias):
+    rng = np.random.default_rng(30)
+    arrays = [rng.standard_normal(x_shape), rng.standard_normal((4, 3))]
+    if bias:
+        arrays.append(rng.standard_normal(4))
+    compare_with_torch(rlgrad.linear, F.linear, arrays)
+    if x_shape[0] < 70:
+        check_finite_differences(rlgrad.linear, arrays)
 
 
 # --------------------------------------------------------------------------------------------
