@@ -79,10 +79,12 @@ class Categorical(Distribution):
         The CDF is built from exp(z - max z), unnormalised: the draw is scaled by its total.
         """
         z = self.logits.data
-        cdf = np.cumsum(np.exp(z - z.max(axis=-1, keepdims=True)), axis=-1)
+        # the ufuncs' own methods: sum/max/cumsum cost a Python detour each, per vector step
+        cdf = np.add.accumulate(np.exp(z - np.maximum.reduce(z, axis=-1, keepdims=True)),
+                                axis=-1)
         u = rng.random(self.batch_shape + (1,)) * cdf[..., -1:]
-        k = z.shape[-1]
-        return np.minimum((cdf < u).sum(axis=-1), k - 1)
+        below = np.add.reduce(cdf < u, axis=-1, dtype=np.int64)
+        return np.minimum(below, z.shape[-1] - 1)
 
     def mode(self) -> np.ndarray:
         return np.argmax(self.logits.data, axis=-1)

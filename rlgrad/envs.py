@@ -492,15 +492,19 @@ class VecEnv:
             ended = info["final_obs"][mask]
             # SyncVectorEnv gives an object array of per-env observations, native envs an array
             final_obs[mask] = np.stack(ended) if ended.dtype == object else ended
-        if self._check_finite and not (np.isfinite(obs.sum()) and np.isfinite(rewards.sum())):
-            check_finite(obs, rewards, self.num_steps, final_obs if any_final else None)
-        elif self._check_finite and any_final and not np.isfinite(final_obs.sum()):
-            check_finite(obs, rewards, self.num_steps, final_obs)
+        if self._check_finite:
+            # one sum is finite iff every term is (barring overflow, which the full check
+            # then clears): a cheap test every step, the full one only when it fails
+            total = np.add.reduce(obs, axis=None) + np.add.reduce(rewards)
+            if any_final:
+                total += np.add.reduce(final_obs, axis=None)
+            if not np.isfinite(total):
+                check_finite(obs, rewards, self.num_steps, final_obs if any_final else None)
         done = terminated | truncated
 
         self._ep_return += rewards
         self._ep_length += 1
-        if done.any():
+        if np.logical_or.reduce(done):
             idx = np.flatnonzero(done)
             self.finished_envs = idx
             self.finished_returns = self._ep_return[idx]
@@ -524,7 +528,9 @@ class VecEnv:
         if self.spaces.discrete:
             if actions.dtype.kind not in "iu":
                 raise TypeError(f"Discrete actions must be integers, got dtype {actions.dtype}")
-            if actions.min() < 0 or actions.max() >= self.spaces.action_dim:
+            # the ufuncs' reduce, not .min()/.max(), which detour through Python every step
+            if (np.minimum.reduce(actions, axis=None) < 0
+                    or np.maximum.reduce(actions, axis=None) >= self.spaces.action_dim):
                 bad = (actions < 0) | (actions >= self.spaces.action_dim)
                 i = int(np.flatnonzero(bad)[0])
                 raise ValueError(

@@ -100,11 +100,16 @@ FUNCS = {
         6,
     ),
     "logsumexp": (
-        lambda x: (rlgrad.logsumexp(x.reshape(2, 3), axis=1) * np.array([1.0, -2.0])).sum()
-        + rlgrad.logsumexp(x * C6),
-        lambda x: (torch.logsumexp(x.reshape(2, 3), 1) * torch.tensor([1.0, -2.0],
-                                                                       dtype=torch.float64)).sum()
-        + torch.logsumexp(x * _t(C6), 0),
+        lambda x: (
+            (rlgrad.logsumexp(x.reshape(2, 3), axis=1) * np.array([1.0, -2.0])).sum()
+            + rlgrad.logsumexp(x * C6)
+        ),
+        lambda x: (
+            (
+                torch.logsumexp(x.reshape(2, 3), 1) * torch.tensor([1.0, -2.0], dtype=torch.float64)
+            ).sum()
+            + torch.logsumexp(x * _t(C6), 0)
+        ),
         6,
     ),
     "log_softmax": (
@@ -123,17 +128,33 @@ FUNCS = {
         6,
     ),
     "pow": (
-        lambda x: (x**3).sum() + ((x * x + 1) ** 1.5).sum() + (2**x).sum()
-        + ((x * x + 1) ** (x * 0.5)).sum() + ((x * x + 2) ** -1).sum(),
-        lambda x: (x**3).sum() + ((x * x + 1) ** 1.5).sum() + (2**x).sum()
-        + ((x * x + 1) ** (x * 0.5)).sum() + ((x * x + 2) ** -1).sum(),
+        lambda x: (
+            (x**3).sum()
+            + ((x * x + 1) ** 1.5).sum()
+            + (2**x).sum()
+            + ((x * x + 1) ** (x * 0.5)).sum()
+            + ((x * x + 2) ** -1).sum()
+        ),
+        lambda x: (
+            (x**3).sum()
+            + ((x * x + 1) ** 1.5).sum()
+            + (2**x).sum()
+            + ((x * x + 1) ** (x * 0.5)).sum()
+            + ((x * x + 2) ** -1).sum()
+        ),
         6,
     ),
     "matmul": (
-        lambda x: (x.reshape(2, 3) @ x.reshape(3, 2)).tanh().sum() + x @ A66 @ x
-        + (x @ x.reshape(6, 1)).sum() * (x[:3] @ x[3:]),
-        lambda x: (x.reshape(2, 3) @ x.reshape(3, 2)).tanh().sum() + x @ _t(A66) @ x
-        + (x @ x.reshape(6, 1)).sum() * (x[:3] @ x[3:]),
+        lambda x: (
+            (x.reshape(2, 3) @ x.reshape(3, 2)).tanh().sum()
+            + x @ A66 @ x
+            + (x @ x.reshape(6, 1)).sum() * (x[:3] @ x[3:])
+        ),
+        lambda x: (
+            (x.reshape(2, 3) @ x.reshape(3, 2)).tanh().sum()
+            + x @ _t(A66) @ x
+            + (x @ x.reshape(6, 1)).sum() * (x[:3] @ x[3:])
+        ),
         6,
     ),
     "batched_matmul": (
@@ -142,12 +163,20 @@ FUNCS = {
         6,
     ),
     "indexing": (
-        lambda x: (x[np.array([0, 0, 3])] ** 3).sum() + x[1] * x[-1] * x[2:4].sum()
-        + (x.reshape(2, 3)[np.array([1, 1]), np.array([2, 2])] ** 2).sum()
-        + (x.reshape(2, 3)[:, None, 1:] ** 2).sum() + (x[x.data > 0] ** 3).sum(),
-        lambda x: (x[torch.tensor([0, 0, 3])] ** 3).sum() + x[1] * x[-1] * x[2:4].sum()
-        + (x.reshape(2, 3)[torch.tensor([1, 1]), torch.tensor([2, 2])] ** 2).sum()
-        + (x.reshape(2, 3)[:, None, 1:] ** 2).sum() + (x[x > 0] ** 3).sum(),
+        lambda x: (
+            (x[np.array([0, 0, 3])] ** 3).sum()
+            + x[1] * x[-1] * x[2:4].sum()
+            + (x.reshape(2, 3)[np.array([1, 1]), np.array([2, 2])] ** 2).sum()
+            + (x.reshape(2, 3)[:, None, 1:] ** 2).sum()
+            + (x[x.data > 0] ** 3).sum()
+        ),
+        lambda x: (
+            (x[torch.tensor([0, 0, 3])] ** 3).sum()
+            + x[1] * x[-1] * x[2:4].sum()
+            + (x.reshape(2, 3)[torch.tensor([1, 1]), torch.tensor([2, 2])] ** 2).sum()
+            + (x.reshape(2, 3)[:, None, 1:] ** 2).sum()
+            + (x[x > 0] ** 3).sum()
+        ),
         6,
     ),
     "max": (
@@ -156,40 +185,70 @@ FUNCS = {
         6,
     ),
     "exp_log_sqrt_abs": (
-        lambda x: (x.exp() * x).sum() + (x * x + 1).log().sum() + (x * x + 1).sqrt().sum()
-        + (x.abs() ** 3).sum() + x.tanh().mean() ** 2,
-        lambda x: (x.exp() * x).sum() + (x * x + 1).log().sum() + (x * x + 1).sqrt().sum()
-        + (x.abs() ** 3).sum() + x.tanh().mean() ** 2,
+        lambda x: (
+            (x.exp() * x).sum()
+            + (x * x + 1).log().sum()
+            + (x * x + 1).sqrt().sum()
+            + (x.abs() ** 3).sum()
+            + x.tanh().mean() ** 2
+        ),
+        lambda x: (
+            (x.exp() * x).sum()
+            + (x * x + 1).log().sum()
+            + (x * x + 1).sqrt().sum()
+            + (x.abs() ** 3).sum()
+            + x.tanh().mean() ** 2
+        ),
         6,
     ),
     "clip_relu_where": (
-        lambda x: (x.clip(-0.5, 0.7) ** 2).sum() + (x.relu() ** 3).sum()
-        + rlgrad.where(x.data > 0, x * x, x * x * x).sum(),
-        lambda x: (x.clamp(-0.5, 0.7) ** 2).sum() + (x.relu() ** 3).sum()
-        + torch.where(x > 0, x * x, x * x * x).sum(),
+        lambda x: (
+            (x.clip(-0.5, 0.7) ** 2).sum()
+            + (x.relu() ** 3).sum()
+            + rlgrad.where(x.data > 0, x * x, x * x * x).sum()
+        ),
+        lambda x: (
+            (x.clamp(-0.5, 0.7) ** 2).sum()
+            + (x.relu() ** 3).sum()
+            + torch.where(x > 0, x * x, x * x * x).sum()
+        ),
         6,
     ),
     "concatenate_stack": (
-        lambda x: (rlgrad.concatenate([x[:3] ** 2, x[3:] * x[:3]]) * C6).sum() ** 2
-        + (rlgrad.stack([x[:3], x[3:]], axis=1) ** 3).sum(),
-        lambda x: (torch.cat([x[:3] ** 2, x[3:] * x[:3]]) * _t(C6)).sum() ** 2
-        + (torch.stack([x[:3], x[3:]], 1) ** 3).sum(),
+        lambda x: (
+            (rlgrad.concatenate([x[:3] ** 2, x[3:] * x[:3]]) * C6).sum() ** 2
+            + (rlgrad.stack([x[:3], x[3:]], axis=1) ** 3).sum()
+        ),
+        lambda x: (
+            (torch.cat([x[:3] ** 2, x[3:] * x[:3]]) * _t(C6)).sum() ** 2
+            + (torch.stack([x[:3], x[3:]], 1) ** 3).sum()
+        ),
         6,
     ),
     "reductions_broadcast": (
-        lambda x: (x.reshape(2, 3).mean(axis=0) ** 2).sum()
-        + (x.reshape(2, 3).sum(axis=1, keepdims=True) * x.reshape(2, 3)).tanh().sum()
-        + ((x.reshape(2, 3) * x[:3]).sum() ** 2) + (x.reshape(2, 3).T @ C23).sum() ** 2,
-        lambda x: (x.reshape(2, 3).mean(0) ** 2).sum()
-        + (x.reshape(2, 3).sum(1, keepdim=True) * x.reshape(2, 3)).tanh().sum()
-        + ((x.reshape(2, 3) * x[:3]).sum() ** 2) + (x.reshape(2, 3).T @ _t(C23)).sum() ** 2,
+        lambda x: (
+            (x.reshape(2, 3).mean(axis=0) ** 2).sum()
+            + (x.reshape(2, 3).sum(axis=1, keepdims=True) * x.reshape(2, 3)).tanh().sum()
+            + ((x.reshape(2, 3) * x[:3]).sum() ** 2)
+            + (x.reshape(2, 3).T @ C23).sum() ** 2
+        ),
+        lambda x: (
+            (x.reshape(2, 3).mean(0) ** 2).sum()
+            + (x.reshape(2, 3).sum(1, keepdim=True) * x.reshape(2, 3)).tanh().sum()
+            + ((x.reshape(2, 3) * x[:3]).sum() ** 2)
+            + (x.reshape(2, 3).T @ _t(C23)).sum() ** 2
+        ),
         6,
     ),
     "linear": (
-        lambda x: rlgrad.linear(OBS, x.reshape(2, 3), x[:2] * x[2:4]).tanh().sum()
-        + rlgrad.linear(x[:3], x.reshape(2, 3)).exp().sum(),
-        lambda x: F.linear(_t(OBS), x.reshape(2, 3), x[:2] * x[2:4]).tanh().sum()
-        + F.linear(x[:3], x.reshape(2, 3)).exp().sum(),
+        lambda x: (
+            rlgrad.linear(OBS, x.reshape(2, 3), x[:2] * x[2:4]).tanh().sum()
+            + rlgrad.linear(x[:3], x.reshape(2, 3)).exp().sum()
+        ),
+        lambda x: (
+            F.linear(_t(OBS), x.reshape(2, 3), x[:2] * x[2:4]).tanh().sum()
+            + F.linear(x[:3], x.reshape(2, 3)).exp().sum()
+        ),
         6,
     ),
 }
@@ -247,8 +306,7 @@ def test_grad_with_grad_output_and_several_outputs():
     outs = [x.exp() * x, rlgrad.log_softmax(x).sum(axis=1)]
     touts = [t.exp() * t, torch.log_softmax(t, -1).sum(1)]
     (g,) = rlgrad.grad(outs, [x], grad_output=[v1, v2])
-    (e,) = torch.autograd.grad(touts, [t], grad_outputs=[_t(v1), _t(v2)],
-                               retain_graph=True)
+    (e,) = torch.autograd.grad(touts, [t], grad_outputs=[_t(v1), _t(v2)], retain_graph=True)
     assert_close(g.data, e.numpy())
     (g,) = rlgrad.grad(outs[0], [x], grad_output=rlgrad.tensor(v1))
     (e,) = torch.autograd.grad(touts[0], [t], grad_outputs=_t(v1))
@@ -530,8 +588,9 @@ def test_conjugate_gradient_stops_early_and_raises_on_indefinite_matrices():
     q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
     indefinite = q @ np.diag([3.0, 2.0, 1.0, -1.0, -2.0, 0.5]) @ q.T
     with pytest.raises(ValueError):
-        rlgrad.conjugate_gradient(lambda v: indefinite @ v, rng.standard_normal(6), iters=6,
-                                  tol=1e-30)
+        rlgrad.conjugate_gradient(
+            lambda v: indefinite @ v, rng.standard_normal(6), iters=6, tol=1e-30
+        )
     with pytest.raises(ValueError):
         rlgrad.conjugate_gradient(lambda v: v, np.ones(2), iters=0)
 

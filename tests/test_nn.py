@@ -20,8 +20,11 @@ def torch_sequential_like(model: nn.Sequential) -> torch.nn.Sequential:
     layers = []
     for m in model:
         if isinstance(m, nn.Linear):
-            layers.append(torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None,
-                                          dtype=torch.float64))
+            layers.append(
+                torch.nn.Linear(
+                    m.in_features, m.out_features, bias=m.bias is not None, dtype=torch.float64
+                )
+            )
         elif isinstance(m, nn.Tanh):
             layers.append(torch.nn.Tanh())
         elif isinstance(m, nn.ReLU):
@@ -88,8 +91,14 @@ def gram(w: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_linear_orthogonal_init(shape, gain, dtype):
     out_features, in_features = shape
-    layer = nn.Linear(in_features, out_features, init="orthogonal", gain=gain,
-                      rng=np.random.default_rng(3), dtype=dtype)
+    layer = nn.Linear(
+        in_features,
+        out_features,
+        init="orthogonal",
+        gain=gain,
+        rng=np.random.default_rng(3),
+        dtype=dtype,
+    )
     w = layer.weight.data
     assert w.shape == shape and w.dtype == dtype
     # float32 precision here; the float64 case is checked to 1e-12 below
@@ -100,15 +109,27 @@ def test_linear_orthogonal_init(shape, gain, dtype):
     torch.nn.init.orthogonal_(tw, gain=gain)
     assert_close(gram(tw.numpy()), gain**2 * np.eye(min(shape)), rtol=0, atol=1e-12)
     # and different draws from different generators
-    other = nn.Linear(in_features, out_features, init="orthogonal", gain=gain,
-                      rng=np.random.default_rng(4), dtype=dtype)
+    other = nn.Linear(
+        in_features,
+        out_features,
+        init="orthogonal",
+        gain=gain,
+        rng=np.random.default_rng(4),
+        dtype=dtype,
+    )
     assert not np.allclose(other.weight.data, w)
 
 
 @pytest.mark.parametrize("shape", [(5, 3), (3, 5), (4, 4)], ids=str)
 def test_linear_orthogonal_init_in_float64_is_orthogonal_to_float64_precision(shape):
-    layer = nn.Linear(shape[1], shape[0], init="orthogonal", gain=np.sqrt(2),
-                      rng=np.random.default_rng(3), dtype=np.float64)
+    layer = nn.Linear(
+        shape[1],
+        shape[0],
+        init="orthogonal",
+        gain=np.sqrt(2),
+        rng=np.random.default_rng(3),
+        dtype=np.float64,
+    )
     assert_close(gram(layer.weight.data), 2.0 * np.eye(min(shape)), rtol=0, atol=1e-12)
 
 
@@ -151,8 +172,9 @@ def test_linear_float32_matches_torch_float32():
     x = rng.standard_normal((7, 5)).astype(np.float32)
     out = layer(x)
     assert out.dtype == np.float32
-    tout = F.linear(torch.from_numpy(x), torch.from_numpy(layer.weight.data),
-                    torch.from_numpy(layer.bias.data))
+    tout = F.linear(
+        torch.from_numpy(x), torch.from_numpy(layer.weight.data), torch.from_numpy(layer.bias.data)
+    )
     np.testing.assert_allclose(out.data, tout.numpy(), rtol=1e-5, atol=1e-6)
     out.sum().backward()
     assert layer.weight.grad.dtype == np.float32 and layer.bias.grad.dtype == np.float32
@@ -219,8 +241,11 @@ def test_reassigning_an_attribute_updates_the_registry_in_place_like_torch():
     block.scale = None
     tblock.scale = None
     assert [n for n, _ in block.named_parameters()] == [n for n, _ in tblock.named_parameters()]
-    assert [n for n, _ in block.named_parameters()] == ["inner.weight", "head.0.weight",
-                                                        "head.0.bias"]
+    assert [n for n, _ in block.named_parameters()] == [
+        "inner.weight",
+        "head.0.weight",
+        "head.0.bias",
+    ]
 
 
 def test_module_attributes_need_init():
@@ -301,8 +326,13 @@ def test_load_state_dict_checks_shapes_and_leaves_the_module_untouched(strict):
 
 def test_state_dict_names_match_torch_and_load_from_torch():
     model = nn.MLP([3, 6, 6, 2], rng=np.random.default_rng(17), dtype=np.float64)
-    tmodel = torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.Tanh(), torch.nn.Linear(6, 6),
-                                 torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+    tmodel = torch.nn.Sequential(
+        torch.nn.Linear(3, 6),
+        torch.nn.Tanh(),
+        torch.nn.Linear(6, 6),
+        torch.nn.Tanh(),
+        torch.nn.Linear(6, 2),
+    ).double()
     assert list(model.state_dict()) == list(tmodel.state_dict())
     model.load_state_dict({k: v.detach().numpy() for k, v in tmodel.state_dict().items()})
     x = np.random.default_rng(18).standard_normal((5, 3))
@@ -355,8 +385,13 @@ def test_mlp_structure():
 
 
 def test_mlp_orthogonal_init_gains():
-    model = nn.MLP([6, 5, 3], init="orthogonal", output_gain=0.01, rng=np.random.default_rng(20),
-                   dtype=np.float64)
+    model = nn.MLP(
+        [6, 5, 3],
+        init="orthogonal",
+        output_gain=0.01,
+        rng=np.random.default_rng(20),
+        dtype=np.float64,
+    )
     hidden, out = model[0].weight.data, model[2].weight.data
     assert_close(hidden @ hidden.T, 2.0 * np.eye(5), rtol=0, atol=1e-6)  # gain sqrt(2)
     assert_close(out @ out.T, 1e-4 * np.eye(3), rtol=0, atol=1e-10)
@@ -367,8 +402,13 @@ def test_mlp_orthogonal_init_gains():
 @pytest.mark.parametrize("output_activation", [None, "tanh"])
 def test_mlp_forward_and_parameter_gradients_equal_torch(activation, output_activation):
     rng = np.random.default_rng(21)
-    model = nn.MLP([4, 16, 16, 3], activation=activation, output_activation=output_activation,
-                   rng=rng, dtype=np.float64)
+    model = nn.MLP(
+        [4, 16, 16, 3],
+        activation=activation,
+        output_activation=output_activation,
+        rng=rng,
+        dtype=np.float64,
+    )
     tmodel = torch_sequential_like(model)
     obs = rng.standard_normal((32, 4))
     actions = rng.integers(0, 3, 32)
@@ -382,8 +422,10 @@ def test_mlp_forward_and_parameter_gradients_equal_torch(activation, output_acti
     logp = rlgrad.log_softmax(out)
     loss = -(logp[np.arange(32), actions] * adv).mean() + ((out - returns) ** 2).mean()
     tlogp = torch.log_softmax(tout, -1)
-    tloss = (-(tlogp[torch.arange(32), torch.from_numpy(actions)] * torch.from_numpy(adv)).mean()
-             + ((tout - torch.from_numpy(returns)) ** 2).mean())
+    tloss = (
+        -(tlogp[torch.arange(32), torch.from_numpy(actions)] * torch.from_numpy(adv)).mean()
+        + ((tout - torch.from_numpy(returns)) ** 2).mean()
+    )
     assert_close(loss.item(), tloss.item())
     loss.backward()
     tloss.backward()
@@ -405,6 +447,22 @@ def test_mlp_gradients_for_a_single_observation():
     tparams = dict(tmodel.named_parameters())
     for name, p in model.named_parameters():
         assert_close(p.grad, tparams[name].grad.numpy(), what=name)
+
+
+@pytest.mark.parametrize("obs_shape", [(3,), (6, 3)], ids=str)
+@pytest.mark.parametrize("out_features", [1, 2])
+def test_mlp_gradient_with_respect_to_the_observation(obs_shape, out_features):
+    """Saliency of a value head (one output) and of a policy head, as torch computes it."""
+    rng = np.random.default_rng(23)
+    model = nn.MLP([3, 5, out_features], rng=rng, dtype=np.float64)
+    tmodel = torch_sequential_like(model)
+    obs_np = rng.standard_normal(obs_shape)
+    obs = rlgrad.tensor(obs_np, requires_grad=True)
+    tobs = torch.tensor(obs_np, requires_grad=True)
+    model(obs).sum().backward()
+    tmodel(tobs).sum().backward()
+    assert obs.grad.shape == obs_shape
+    assert_close(obs.grad, tobs.grad.numpy())
 
 
 def test_mlp_under_no_grad_builds_no_graph():

@@ -182,7 +182,9 @@ UNARY = {
     "softmax_method": (lambda x: x.softmax(1), lambda x: torch.softmax(x, 1), "any"),
     "log_softmax_method": (lambda x: x.log_softmax(), lambda x: torch.log_softmax(x, -1), "any"),
     "logsumexp": (
-        lambda x: rlgrad.logsumexp(x), lambda x: torch.logsumexp(x, tuple(range(x.ndim))), "any"
+        lambda x: rlgrad.logsumexp(x),
+        lambda x: torch.logsumexp(x, tuple(range(x.ndim))),
+        "any",
     ),
     "sum": (lambda x: x.sum(), lambda x: x.sum(), "any"),
     "mean": (lambda x: x.mean(), lambda x: x.mean(), "any"),
@@ -205,8 +207,9 @@ def test_unary_against_finite_differences(name):
     check_finite_differences(rl_fn, [x])
 
 
-ELEMENTWISE = [n for n in UNARY if not n.startswith(("reshape", "transpose", "T", "softmax",
-                                                     "log_softmax"))]
+ELEMENTWISE = [
+    n for n in UNARY if not n.startswith(("reshape", "transpose", "T", "softmax", "log_softmax"))
+]
 
 
 @pytest.mark.parametrize("name", ELEMENTWISE)
@@ -291,8 +294,9 @@ def test_binary_broadcast_hypothesis(shapes, name, seed):
 
 
 @pytest.mark.parametrize("name", ["add", "sub", "mul", "div", "pow"])
-@pytest.mark.parametrize("side", ["tensor_op_array", "array_op_tensor", "tensor_op_scalar",
-                                  "scalar_op_tensor"])
+@pytest.mark.parametrize(
+    "side", ["tensor_op_array", "array_op_tensor", "tensor_op_scalar", "scalar_op_tensor"]
+)
 def test_binary_with_constants_on_either_side(name, side):
     """numpy arrays and Python scalars work on both sides and broadcast as numpy does."""
     rl_op, t_op, da, db = BINARY[name]
@@ -378,14 +382,35 @@ def test_matmul_with_numpy_operand_on_either_side():
 
 @pytest.mark.parametrize("x_shape", [(3,), (2, 3), (2, 2, 3), (70, 3)], ids=str)
 @pytest.mark.parametrize("bias", [True, False])
-def test_linear_function(x_shape, bias):
+@pytest.mark.parametrize("out_features", [4, 1])  # one output (a value head) has a fast path
+def test_linear_function(x_shape, bias, out_features):
     rng = np.random.default_rng(30)
-    arrays = [rng.standard_normal(x_shape), rng.standard_normal((4, 3))]
+    arrays = [rng.standard_normal(x_shape), rng.standard_normal((out_features, 3))]
     if bias:
-        arrays.append(rng.standard_normal(4))
+        arrays.append(rng.standard_normal(out_features))
     compare_with_torch(rlgrad.linear, F.linear, arrays)
     if x_shape[0] < 70:
         check_finite_differences(rlgrad.linear, arrays)
+
+
+@pytest.mark.parametrize("x_shape", [(3,), (2, 3), (2, 2, 3)], ids=str)
+@pytest.mark.parametrize("out_features", [4, 1])
+def test_linear_gradient_with_respect_to_the_input_by_grad(x_shape, out_features):
+    """Saliency: d value / d observation through rlgrad.grad, also with create_graph."""
+    rng = np.random.default_rng(31)
+    x_np, w_np = rng.standard_normal(x_shape), rng.standard_normal((out_features, 3))
+    b_np = rng.standard_normal(out_features)
+    x = leaf(x_np)
+    w = rlgrad.tensor(w_np)
+    xt = tleaf(x_np)
+    (expected,) = torch.autograd.grad(
+        F.linear(xt, torch.from_numpy(w_np), torch.from_numpy(b_np)).tanh().sum(), [xt]
+    )
+    for create_graph in (False, True):
+        out = rlgrad.linear(x, w, rlgrad.tensor(b_np)).tanh().sum()
+        (g,) = rlgrad.grad(out, [x], create_graph=create_graph)
+        assert g.shape == x_shape
+        assert_close(g.data, expected.numpy())
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,10 +505,10 @@ def test_softmax_family_axes(axis, last):
     compare_with_torch(lambda t: rlgrad.softmax(t, axis=axis), t_sm, [x])
     compare_with_torch(lambda t: rlgrad.log_softmax(t, axis=axis), t_lsm, [x])
     if last == 4:
-        check_finite_differences(lambda t: rlgrad.log_softmax(t, axis=axis), [x],
-                                 with_gradcheck=False)
-        check_finite_differences(lambda t: rlgrad.softmax(t, axis=axis), [x],
-                                 with_gradcheck=False)
+        check_finite_differences(
+            lambda t: rlgrad.log_softmax(t, axis=axis), [x], with_gradcheck=False
+        )
+        check_finite_differences(lambda t: rlgrad.softmax(t, axis=axis), [x], with_gradcheck=False)
 
 
 @pytest.mark.parametrize("shape", [(6,), (5, 2), (70, 3)])
@@ -583,8 +608,12 @@ def test_policy_gradient_gather_large_batch():
     adv = rng.standard_normal(300)
     compare_with_torch(
         lambda t: -(rlgrad.log_softmax(t)[np.arange(300), actions] * adv).mean(),
-        lambda t: -(torch.log_softmax(t, -1)[torch.arange(300), torch.from_numpy(actions)]
-                    * torch.from_numpy(adv)).mean(),
+        lambda t: (
+            -(
+                torch.log_softmax(t, -1)[torch.arange(300), torch.from_numpy(actions)]
+                * torch.from_numpy(adv)
+            ).mean()
+        ),
         [logits],
     )
 
@@ -632,8 +661,9 @@ def test_concatenate_and_stack_with_constants():
         [x],
     )
     compare_with_torch(
-        lambda t: rlgrad.stack([t, c, t * 2]), lambda t: torch.stack([t, torch.from_numpy(c),
-                                                                       t * 2]), [x]
+        lambda t: rlgrad.stack([t, c, t * 2]),
+        lambda t: torch.stack([t, torch.from_numpy(c), t * 2]),
+        [x],
     )
 
 
@@ -642,16 +672,23 @@ def test_where_variants():
     a, b = rng.standard_normal((3, 4)), rng.standard_normal((4,))
     cond = rng.random((2, 3, 4)) > 0.5  # the condition broadcasts beyond both inputs
     tc = torch.from_numpy(cond)
-    compare_with_torch(lambda x, y: rlgrad.where(cond, x, y), lambda x, y: torch.where(tc, x, y),
-                       [a, b])
-    compare_with_torch(lambda x: rlgrad.where(cond[0], x, 0.0),
-                       lambda x: torch.where(tc[0], x, 0.0), [a])
-    compare_with_torch(lambda x: rlgrad.where(cond[0], -1.5, x),
-                       lambda x: torch.where(tc[0], -1.5, x), [a])
-    compare_with_torch(lambda x: rlgrad.where(x > 0, x, x * x),
-                       lambda x: torch.where(x > 0, x, x * x), [a])
-    compare_with_torch(lambda x: rlgrad.where(rlgrad.tensor(cond[1]), x, b),
-                       lambda x: torch.where(tc[1], x, torch.from_numpy(b)), [a])
+    compare_with_torch(
+        lambda x, y: rlgrad.where(cond, x, y), lambda x, y: torch.where(tc, x, y), [a, b]
+    )
+    compare_with_torch(
+        lambda x: rlgrad.where(cond[0], x, 0.0), lambda x: torch.where(tc[0], x, 0.0), [a]
+    )
+    compare_with_torch(
+        lambda x: rlgrad.where(cond[0], -1.5, x), lambda x: torch.where(tc[0], -1.5, x), [a]
+    )
+    compare_with_torch(
+        lambda x: rlgrad.where(x > 0, x, x * x), lambda x: torch.where(x > 0, x, x * x), [a]
+    )
+    compare_with_torch(
+        lambda x: rlgrad.where(rlgrad.tensor(cond[1]), x, b),
+        lambda x: torch.where(tc[1], x, torch.from_numpy(b)),
+        [a],
+    )
     check_finite_differences(lambda x, y: rlgrad.where(cond, x, y), [a, b])
 
 
@@ -708,14 +745,18 @@ def test_pow_tensor_exponent_against_torch():
     compare_with_torch(operator.pow, operator.pow, [base, expo])
     # integer-valued exponents on a negative base are defined, their d/d(exponent) is nan in both
     base = np.array([-2.0, -1.5, 3.0])
-    compare_with_torch(lambda b: b ** np.array([2.0, 3.0, 0.5]),
-                       lambda b: b ** torch.tensor([2.0, 3.0, 0.5], dtype=torch.float64), [base])
+    compare_with_torch(
+        lambda b: b ** np.array([2.0, 3.0, 0.5]),
+        lambda b: b ** torch.tensor([2.0, 3.0, 0.5], dtype=torch.float64),
+        [base],
+    )
 
 
 def test_pow_tensor_exponent_with_zero_base():
     # torch: d(x^y)/dy is 0 where x == 0 and y >= 0 (0 * log 0 taken as 0)
-    compare_with_torch(operator.pow, operator.pow,
-                       [np.array([0.0, 0.0, 2.0]), np.array([2.0, 0.5, 3.0])])
+    compare_with_torch(
+        operator.pow, operator.pow, [np.array([0.0, 0.0, 2.0]), np.array([2.0, 0.5, 3.0])]
+    )
     compare_with_torch(lambda y: 0.0**y, lambda y: 0.0**y, [np.array([1.0, 2.0, 0.5])])
 
 
@@ -738,10 +779,14 @@ def test_sqrt_against_torch():
 def test_logsumexp_with_minus_infinity_entries():
     x = np.array([[0.0, -np.inf, 1.0], [-np.inf, 2.0, -np.inf], [-np.inf, -np.inf, -np.inf]])
     for axis in (1, -1):
-        compare_with_torch(lambda t, a=axis: rlgrad.logsumexp(t, axis=a),
-                           lambda t, a=axis: torch.logsumexp(t, a), [x])
-    compare_with_torch(lambda t: rlgrad.logsumexp(t[:2]),
-                       lambda t: torch.logsumexp(t[:2], (0, 1)), [x])
+        compare_with_torch(
+            lambda t, a=axis: rlgrad.logsumexp(t, axis=a),
+            lambda t, a=axis: torch.logsumexp(t, a),
+            [x],
+        )
+    compare_with_torch(
+        lambda t: rlgrad.logsumexp(t[:2]), lambda t: torch.logsumexp(t[:2], (0, 1)), [x]
+    )
 
 
 @pytest.mark.parametrize("axis", [-1, 0])
@@ -781,9 +826,15 @@ def test_sigmoid_of_large_inputs_is_finite_and_silent():
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)
             out = x.sigmoid()
-        expected = torch.sigmoid(torch.from_numpy(x.data)).numpy()
-        np.testing.assert_allclose(out.data, expected, rtol=1e-6, atol=0)
         assert out.dtype == dtype
+        # torch rounds sigmoid(-100) to 0 in float32; the exact value is a float32 denormal
+        expected = torch.sigmoid(torch.from_numpy(x.data.astype(np.float64))).numpy()
+        np.testing.assert_allclose(out.data, expected, rtol=1e-6, atol=1e-38)
+        xg = rlgrad.tensor(x.data, requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            xg.sigmoid().sum().backward()
+        assert np.all(np.isfinite(xg.grad)) and xg.grad.dtype == dtype
 
 
 # --------------------------------------------------------------------------------------------
@@ -821,8 +872,7 @@ SCALAR_OPS_F32 = {
 
 @pytest.mark.parametrize("name", list(SCALAR_OPS_F32))
 def test_float32_stays_float32_against_python_scalars(name):
-    x = rlgrad.tensor(np.linspace(0.5, 2.0, 6, dtype=np.float32).reshape(2, 3),
-                      requires_grad=True)
+    x = rlgrad.tensor(np.linspace(0.5, 2.0, 6, dtype=np.float32).reshape(2, 3), requires_grad=True)
     out = SCALAR_OPS_F32[name](x)
     assert out.dtype == np.float32
     out.backward(np.ones(out.shape, dtype=np.float32))
@@ -844,6 +894,24 @@ def test_float32_grads_on_float32_leaves_through_linear_and_matmul():
     loss.backward()
     for p in (w, b, v):
         assert p.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "src,dst", [(np.float64, np.float32), (np.float32, np.float64), (np.float64, np.float64)]
+)
+def test_astype_casts_and_casts_the_gradient_back(src, dst):
+    x_np = np.linspace(-1.0, 1.0, 6).reshape(2, 3)
+    x = rlgrad.tensor(x_np.astype(src), requires_grad=True)
+    y = x.astype(dst)
+    assert y.dtype == dst
+    np.testing.assert_array_equal(y.data, x.data.astype(dst))
+    (y.tanh() * 3).sum().backward()
+    assert x.grad.dtype == src
+    xt = torch.tensor(x_np, dtype=getattr(torch, np.dtype(src).name), requires_grad=True)
+    (xt.to(getattr(torch, np.dtype(dst).name)).tanh() * 3).sum().backward()
+    np.testing.assert_allclose(x.grad, xt.grad.numpy(), rtol=1e-6)
+    with pytest.raises(TypeError):
+        x.astype(np.int64)
 
 
 def test_array_operands_follow_numpy_promotion():
@@ -894,11 +962,25 @@ def test_scalar_results_hold_0d_arrays():
     x = leaf([1.0, 2.0, 3.0])
     s = leaf(0.5)
     results = {
-        "x[1]": x[1], "s * s": s * s, "s + 1": s + 1, "x @ x": x @ x, "-s": -s, "s ** 2": s**2,
-        "s.exp()": s.exp(), "s.log()": s.log(), "s.tanh()": s.tanh(), "s.sqrt()": s.sqrt(),
-        "s.abs()": s.abs(), "s.relu()": s.relu(), "s.clip(0, 1)": s.clip(0, 1),
-        "s.sigmoid()": s.sigmoid(), "x.sum()": x.sum(), "x.max()": x.max(),
-        "x.mean()": x.mean(), "logsumexp(x)": rlgrad.logsumexp(x), "s / 2": s / 2,
+        "x[1]": x[1],
+        "s * s": s * s,
+        "s + 1": s + 1,
+        "x @ x": x @ x,
+        "-s": -s,
+        "s ** 2": s**2,
+        "s.exp()": s.exp(),
+        "s.log()": s.log(),
+        "s.tanh()": s.tanh(),
+        "s.sqrt()": s.sqrt(),
+        "s.abs()": s.abs(),
+        "s.relu()": s.relu(),
+        "s.clip(0, 1)": s.clip(0, 1),
+        "s.sigmoid()": s.sigmoid(),
+        "x.sum()": x.sum(),
+        "x.max()": x.max(),
+        "x.mean()": x.mean(),
+        "logsumexp(x)": rlgrad.logsumexp(x),
+        "s / 2": s / 2,
     }
     not_arrays = [k for k, v in results.items() if not isinstance(v.data, np.ndarray)]
     assert not_arrays == [], f"these give numpy scalars, not 0-d arrays: {not_arrays}"
@@ -1074,13 +1156,15 @@ SECOND_BACKWARD = {
     "tanh": (lambda x: x.tanh().sum(), lambda x: x.tanh().sum()),
     "log_softmax_gather": (
         lambda x: rlgrad.log_softmax(x.reshape(2, 3))[np.array([0, 1]), np.array([2, 2])].sum(),
-        lambda x: torch.log_softmax(x.reshape(2, 3), -1)[torch.tensor([0, 1]),
-                                                         torch.tensor([2, 2])].sum(),
+        lambda x: torch.log_softmax(x.reshape(2, 3), -1)[
+            torch.tensor([0, 1]), torch.tensor([2, 2])
+        ].sum(),
     ),
     "linear": (
         lambda x: rlgrad.linear(x.reshape(2, 3), x.reshape(3, 2).T.tanh(), x[:2]).sum(),
-        lambda x: torch.nn.functional.linear(x.reshape(2, 3), x.reshape(3, 2).T.tanh(),
-                                             x[:2]).sum(),
+        lambda x: torch.nn.functional.linear(
+            x.reshape(2, 3), x.reshape(3, 2).T.tanh(), x[:2]
+        ).sum(),
     ),
     "max_logsumexp": (
         lambda x: (x.sigmoid() / x.exp()).max() + rlgrad.logsumexp(x),
@@ -1117,11 +1201,16 @@ def _names_both_shapes(message: str, a: tuple, b: tuple) -> bool:
 
 @pytest.mark.parametrize(
     "op",
-    [operator.add, operator.sub, operator.mul, operator.truediv, operator.pow,
-     lambda a, b: rlgrad.where(True, a, b)],
+    [
+        operator.add,
+        operator.sub,
+        operator.mul,
+        operator.truediv,
+        operator.pow,
+        lambda a, b: rlgrad.where(True, a, b),
+    ],
 )
-@pytest.mark.parametrize("shapes", [((3,), (4,)), ((2, 3), (3, 2)), ((2, 3, 4), (5, 4))],
-                         ids=str)
+@pytest.mark.parametrize("shapes", [((3,), (4,)), ((2, 3), (3, 2)), ((2, 3, 4), (5, 4))], ids=str)
 def test_shapes_that_cannot_broadcast_raise_value_error(op, shapes):
     a = rlgrad.tensor(np.ones(shapes[0]) + 1, requires_grad=True)
     b = rlgrad.tensor(np.ones(shapes[1]) + 1, requires_grad=True)
@@ -1133,8 +1222,9 @@ def test_shapes_that_cannot_broadcast_raise_value_error(op, shapes):
     assert _names_both_shapes(str(info.value), *shapes), str(info.value)
 
 
-@pytest.mark.parametrize("shapes", [((2, 3), (2, 3)), ((3,), (4,)), ((2, 3, 4), (5, 6)),
-                                    ((3,), (2, 4))], ids=str)
+@pytest.mark.parametrize(
+    "shapes", [((2, 3), (2, 3)), ((3,), (4,)), ((2, 3, 4), (5, 6)), ((3,), (2, 4))], ids=str
+)
 def test_shapes_that_cannot_multiply_raise_value_error(shapes):
     a = rlgrad.tensor(np.ones(shapes[0]), requires_grad=True)
     b = rlgrad.tensor(np.ones(shapes[1]), requires_grad=True)
@@ -1165,8 +1255,9 @@ def test_backward_on_a_non_scalar_without_gradient_raises():
         y.backward(np.ones(3))  # wrong shape
 
 
-@pytest.mark.parametrize("data", [[1, 2, 3], np.arange(3), [True, False], np.arange(3,
-                                                                                    dtype=np.int32)])
+@pytest.mark.parametrize(
+    "data", [[1, 2, 3], np.arange(3), [True, False], np.arange(3, dtype=np.int32)]
+)
 def test_non_float_data_cannot_require_grad(data):
     with pytest.raises(TypeError):
         rlgrad.tensor(data, requires_grad=True)
