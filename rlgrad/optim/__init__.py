@@ -1,4 +1,4 @@
-"""First-order optimizers, gradient clipping, learning-rate schedules and a registry by name.
+"""Optimizers (first order, and Newton's method), gradient clipping, learning-rate schedules and a registry by name.
 
 One class per file, each with its update rule in its docstring: :class:`SGD` (with momentum and
 Nesterov), :class:`Adagrad`, :class:`RMSprop`, :class:`Adam`, :class:`AdamW`. They follow

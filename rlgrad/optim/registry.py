@@ -10,6 +10,7 @@ adagrad     ``Adagrad``                            1e-2
 rmsprop     ``RMSprop``                            1e-2
 adam        ``Adam``                               1e-3
 adamw       ``AdamW`` (weight_decay=1e-2)          1e-3
+newton      ``Newton`` (``step`` needs a closure)  1.0
 ==========  =====================================  ==========
 
 Every default is the class's own, i.e. torch's (torch's SGD has defaulted to lr=1e-3 since
