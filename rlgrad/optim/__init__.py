@@ -1,7 +1,8 @@
-"""Optimizers (first order, and Newton's method), gradient clipping, learning-rate schedules and a registry by name.
+"""Optimizers, gradient clipping, learning-rate schedules and a registry by name.
 
 One class per file, each with its update rule in its docstring: :class:`SGD` (with momentum and
-Nesterov), :class:`Adagrad`, :class:`RMSprop`, :class:`Adam`, :class:`AdamW`. They follow
+Nesterov), :class:`Adagrad`, :class:`RMSprop`, :class:`Adam`, :class:`AdamW`, and the second-order
+:class:`Newton`. They follow
 ``torch.optim``'s names, defaults, hyperparameter checks and state keys, and are tested against it.
 """
 
