@@ -280,9 +280,10 @@ def gradcheck(
         if not np.all(err <= 0) or not np.all(np.isfinite(analytic)):
             k, j = np.unravel_index(np.nanargmax(np.where(np.isfinite(err), err, np.inf)),
                                     err.shape)
+            where = tuple(int(v) for v in np.unravel_index(j, x.shape)) if x.ndim else ()
             raise GradcheckError(
-                f"gradient of output element {k} with respect to input {i} element "
-                f"{np.unravel_index(j, x.shape) if x.ndim else ()}: engine {analytic[k, j]!r}, "
-                f"finite differences {numeric[k, j]!r} (atol={atol}, rtol={rtol})"
+                f"gradient of output element {int(k)} with respect to input {i} element "
+                f"{where}: engine {float(analytic[k, j])!r}, finite differences "
+                f"{float(numeric[k, j])!r} (atol={atol}, rtol={rtol})"
             )
     return True

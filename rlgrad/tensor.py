@@ -157,6 +157,18 @@ class Tensor:
         grad = ", requires_grad=True" if self.requires_grad else ""
         return f"tensor({body}, dtype={self.data.dtype}{grad})"
 
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is ambiguous; "
+                             "use .any() or .all() on .data")
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
     def numpy(self) -> np.ndarray:
         """The value as a numpy array (shares memory with the tensor, like torch)."""
         return self.data
@@ -893,6 +905,9 @@ def linear(x: Tensor | np.ndarray, weight: Tensor, bias: Tensor | None = None) -
     ``(..., out)``, G = dL/dy.
     """
     x = x if isinstance(x, Tensor) else _leaf(np.asarray(x))
+    weight = weight if isinstance(weight, Tensor) else _leaf(np.asarray(weight))
+    if bias is not None and not isinstance(bias, Tensor):
+        bias = _leaf(np.asarray(bias))
     xd, wd = x.data, weight.data
     if wd.ndim != 2 or xd.ndim == 0 or xd.shape[-1] != wd.shape[1]:
         raise ValueError(
@@ -910,7 +925,7 @@ def linear(x: Tensor | np.ndarray, weight: Tensor, bias: Tensor | None = None) -
         if x.requires_grad:
             # one output (a value head): G W is an outer product, which a broadcast multiply
             # does three times faster than a matrix product with an inner dimension of 1
-            gx = g * w if wd.shape[0] == 1 else g @ w
+            gx = g * w[0] if wd.shape[0] == 1 else g @ w
         g2 = g if g.ndim == 2 else g.reshape(-1, wd.shape[0])
         gw = None
         if weight.requires_grad:
@@ -997,7 +1012,8 @@ def logsumexp(x: Tensor, axis: int | tuple[int, ...] | None = None, keepdims: bo
     axes = _check_axis(axis, x.ndim)
     m = x.data.max(axis=axes, keepdims=True)
     m = np.where(np.isfinite(m), m, 0)  # rows of -inf stay -inf instead of nan
-    out_k = m + np.log(np.exp(x.data - m).sum(axis=axes, keepdims=True))
+    with np.errstate(divide="ignore"):  # log 0 = -inf for such rows, as intended
+        out_k = m + np.log(np.exp(x.data - m).sum(axis=axes, keepdims=True))
     out = out_k if keepdims else (out_k.reshape(()) if axes is None else
                                   np.squeeze(out_k, axis=axes))
 
