@@ -409,6 +409,10 @@ def run_sweep(
     specs = grid.runs(agents) if isinstance(grid, Grid) else list(grid)
     if not specs:
         raise ValueError("the grid is empty: no runs to make")
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"runs given twice: {twice[:3]}")
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if workers is not None:

@@ -218,8 +218,12 @@ class Tensor:
                 raise ValueError(
                     f"gradient has shape {seed.shape}, expected the output's shape {self.shape}"
                 )
-        with no_grad():
+        global _grad_enabled
+        previous, _grad_enabled = _grad_enabled, False
+        try:
             grads = _backprop([self], [seed], create_graph=False, stop_at=None)
+        finally:
+            _grad_enabled = previous
         taken = {id(seed)}
         for leaf, g in grads.items():
             d = leaf.data
@@ -410,6 +414,8 @@ class Tensor:
         out = np.add.reduce(a.data, axis=axis, keepdims=keepdims) / n
 
         def backward(node, g, cg):
+            if not cg and axis is None:
+                return (np.full(a.data.shape, g / n, dtype=g.dtype),)
             if not keepdims and axis is not None:
                 g = _expand_dims(g, axis)
             return (_broadcast_to(g / n, a.data.shape),)

@@ -623,3 +623,33 @@ def test_register_function_and_decorator():
     finally:
         optim.OPTIMIZERS.pop("slow_sgd", None)
         optim.OPTIMIZERS.pop("my_adam", None)
+
+
+@pytest.mark.parametrize("cls", [optim.Adam, optim.AdamW])
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_whole_group_adam_step_is_bitwise_the_per_parameter_rule(cls, amsgrad):
+    from rlgrad.optim.adam import _adam_update
+
+    rng = np.random.default_rng(0)
+    shapes = [(3, 4), (4,), ()]
+    a = [rlgrad.tensor(rng.normal(size=s), requires_grad=True) for s in shapes]
+    b = [rlgrad.tensor(p.data.copy(), requires_grad=True) for p in a]
+    opt = cls(a, lr=0.01, weight_decay=0.1, amsgrad=amsgrad)
+    group = dict(opt.param_groups[0])
+    states = [{} for _ in b]
+    for _ in range(5):
+        grads = [rng.normal(size=s) for s in shapes]
+        for p, q, g in zip(a, b, grads):
+            p.grad, q.grad = g.copy(), g.copy()
+        opt.step()
+        for q, g, st in zip(b, grads, states):  # the reference: one parameter at a time
+            if cls is optim.AdamW:
+                q.data *= 1 - group["lr"] * group["weight_decay"]
+                _adam_update(q.data, g, st, group)
+            else:
+                _adam_update(q.data, g + group["weight_decay"] * q.data, st, group)
+        for p, q, st in zip(a, b, states):
+            np.testing.assert_array_equal(p.data, q.data)
+            for name in st:
+                np.testing.assert_array_equal(opt.state[p][name], st[name])
+    assert opt._buffers, "the whole-group path was not taken"

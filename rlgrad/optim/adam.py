@@ -72,6 +72,7 @@ class Adam(Optimizer):
             "amsgrad": amsgrad,
         }
         super().__init__(params, defaults)
+        self._buffers: dict[int, dict[str, Any]] = {}  # see _adam_update_group
 
     def _check_hyperparameters(self, group: Mapping[str, Any]) -> None:
         _check_adam_hyperparameters(group)
@@ -81,12 +82,12 @@ class Adam(Optimizer):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             weight_decay = group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                if weight_decay != 0:
-                    grad = grad + weight_decay * p.data
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [p.grad if weight_decay == 0 else p.grad + weight_decay * p.data
+                     for p in params]
+            if _adam_update_group(params, grads, self.state, group, self._buffers):
+                continue
+            for p, grad in zip(params, grads):
                 _adam_update(p.data, grad, self.state[p], group)
         return loss
 
@@ -145,3 +146,74 @@ def _adam_update(
     denom /= bias_correction2**0.5
     denom += group["eps"]
     param -= step_size * exp_avg / denom
+
+
+def _adam_update_group(
+    params: list[Any],
+    grads: list[np.ndarray],
+    states: Any,
+    group: Mapping[str, Any],
+    buffers: dict[int, dict[str, Any]],
+) -> bool:
+    """:func:`_adam_update` for every parameter of a group at once; False if it does not apply.
+
+    The arithmetic is the same, element by element (so the results are bitwise those of the
+    per-parameter loop), but it runs on one flat vector per moment instead of once per
+    parameter: an RL policy has a few small tensors, and numpy's per-call overhead, not the
+    arithmetic, is what a step costs. The state stays per parameter, as views into the flat
+    vectors kept in ``buffers``. It applies when every parameter of the group has a gradient,
+    all share one dtype and one step count; otherwise (and for a single parameter) the caller
+    loops over :func:`_adam_update`.
+    """
+    if len(params) < 2 or len(params) != len(group["params"]):
+        return False
+    dtype = params[0].data.dtype
+    if any(p.data.dtype != dtype or g.dtype != dtype for p, g in zip(params, grads)):
+        return False
+    names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+    st = [states[p] for p in params]
+    steps = {s.get("step", 0) for s in st}
+    if len(steps) != 1:
+        return False
+    key = id(group)
+    buf = buffers.get(key)
+    sizes = [p.data.size for p in params]
+    if buf is None or buf["sizes"] != sizes or buf["dtype"] != dtype or any(
+            s.get(name) is None or s[name].base is not buf[name] for s in st for name in names):
+        # (re)build the flat vectors from the current state (zeros on the first step)
+        buf = {"sizes": sizes, "dtype": dtype}
+        offsets = np.cumsum([0] + sizes)
+        for name in names:
+            flat = np.zeros(offsets[-1], dtype=dtype)
+            for s, p, a, b in zip(st, params, offsets[:-1], offsets[1:]):
+                if name in s:
+                    flat[a:b] = np.asarray(s[name]).ravel()
+                s[name] = flat[a:b].reshape(p.data.shape)
+            buf[name] = flat
+        buf["slices"] = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+        buffers[key] = buf
+    step = steps.pop() + 1
+    for s in st:
+        s["step"] = step
+    beta1, beta2 = group["betas"]
+    grad = np.concatenate([g.ravel() for g in grads])
+    exp_avg, exp_avg_sq = buf["exp_avg"], buf["exp_avg_sq"]
+    exp_avg *= beta1
+    exp_avg += (1 - beta1) * grad
+    exp_avg_sq *= beta2
+    exp_avg_sq += (1 - beta2) * grad * grad
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = group["lr"] / bias_correction1
+    if group["amsgrad"]:
+        max_exp_avg_sq = buf["max_exp_avg_sq"]
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        denom = np.sqrt(max_exp_avg_sq)
+    else:
+        denom = np.sqrt(exp_avg_sq)
+    denom /= bias_correction2**0.5
+    denom += group["eps"]
+    update = step_size * exp_avg / denom
+    for p, sl in zip(params, buf["slices"]):
+        p.data -= update[sl].reshape(p.data.shape)
+    return True

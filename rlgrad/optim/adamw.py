@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlgrad.optim.adam import _adam_update, _check_adam_hyperparameters
+from rlgrad.optim.adam import _adam_update, _adam_update_group, _check_adam_hyperparameters
 from rlgrad.optim.optimizer import Optimizer, ParamsT
 
 __all__ = ["AdamW"]
@@ -73,6 +73,7 @@ class AdamW(Optimizer):
             "amsgrad": amsgrad,
         }
         super().__init__(params, defaults)
+        self._buffers: dict[int, dict[str, Any]] = {}  # see adam._adam_update_group
 
     def _check_hyperparameters(self, group: Mapping[str, Any]) -> None:
         _check_adam_hyperparameters(group)
@@ -82,10 +83,13 @@ class AdamW(Optimizer):
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             weight_decay = group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if weight_decay != 0:
+            params = [p for p in group["params"] if p.grad is not None]
+            if weight_decay != 0:
+                for p in params:
                     p.data *= 1 - group["lr"] * weight_decay
+            if _adam_update_group(params, [p.grad for p in params], self.state, group,
+                                  self._buffers):
+                continue
+            for p in params:
                 _adam_update(p.data, p.grad, self.state[p], group)
         return loss
