@@ -116,7 +116,6 @@ def _adam_update(
     Updates ``state`` (created on first use) and ``param`` in place; ``grad`` already includes
     Adam's coupled weight decay, if any. ``group`` supplies lr, betas, eps and amsgrad.
     """
-    beta1, beta2 = group["betas"]
     if not state:
         state["step"] = 0
         state["exp_avg"] = np.zeros_like(param)
@@ -124,12 +123,22 @@ def _adam_update(
         if group["amsgrad"]:
             state["max_exp_avg_sq"] = np.zeros_like(param)
     state["step"] += 1
-    step = state["step"]
+    param -= _adam_direction(state, grad, state["step"], group)
 
-    exp_avg = state["exp_avg"]
+
+def _adam_direction(
+    moments: Mapping[str, np.ndarray], grad: np.ndarray, step: int, group: Mapping[str, Any]
+) -> np.ndarray:
+    """Update the moments in place and return ``lr * m_hat / (sqrt(v_hat) + eps)``.
+
+    ``moments`` holds ``exp_avg``, ``exp_avg_sq`` (and ``max_exp_avg_sq`` with amsgrad) of the
+    shape of ``grad``: one parameter's state, or the flat vectors of a whole group.
+    """
+    beta1, beta2 = group["betas"]
+    exp_avg = moments["exp_avg"]
     exp_avg *= beta1
     exp_avg += (1 - beta1) * grad
-    exp_avg_sq = state["exp_avg_sq"]
+    exp_avg_sq = moments["exp_avg_sq"]
     exp_avg_sq *= beta2
     exp_avg_sq += (1 - beta2) * grad * grad
 
@@ -138,14 +147,14 @@ def _adam_update(
     step_size = group["lr"] / bias_correction1
 
     if group["amsgrad"]:
-        max_exp_avg_sq = state["max_exp_avg_sq"]
+        max_exp_avg_sq = moments["max_exp_avg_sq"]
         np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
         denom = np.sqrt(max_exp_avg_sq)
     else:
         denom = np.sqrt(exp_avg_sq)
     denom /= bias_correction2**0.5
     denom += group["eps"]
-    param -= step_size * exp_avg / denom
+    return step_size * exp_avg / denom
 
 
 def _adam_update_group(
@@ -195,25 +204,7 @@ def _adam_update_group(
     step = steps.pop() + 1
     for s in st:
         s["step"] = step
-    beta1, beta2 = group["betas"]
-    grad = np.concatenate([g.ravel() for g in grads])
-    exp_avg, exp_avg_sq = buf["exp_avg"], buf["exp_avg_sq"]
-    exp_avg *= beta1
-    exp_avg += (1 - beta1) * grad
-    exp_avg_sq *= beta2
-    exp_avg_sq += (1 - beta2) * grad * grad
-    bias_correction1 = 1 - beta1**step
-    bias_correction2 = 1 - beta2**step
-    step_size = group["lr"] / bias_correction1
-    if group["amsgrad"]:
-        max_exp_avg_sq = buf["max_exp_avg_sq"]
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        denom = np.sqrt(max_exp_avg_sq)
-    else:
-        denom = np.sqrt(exp_avg_sq)
-    denom /= bias_correction2**0.5
-    denom += group["eps"]
-    update = step_size * exp_avg / denom
+    update = _adam_direction(buf, np.concatenate([g.ravel() for g in grads]), step, group)
     for p, sl in zip(params, buf["slices"]):
         p.data -= update[sl].reshape(p.data.shape)
     return True
