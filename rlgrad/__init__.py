@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from . import nn, optim
+from . import nn, optim, regularization
 from ._allocator import tune_allocator
 from .autograd import conjugate_gradient, grad, gradcheck, hessian, hvp, jacobian
+from .regularization import l1_penalty, l2_penalty
+from .sensitivity import input_gradients, policy_sensitivity
 from .tensor import (
     Tensor,
     concatenate,
@@ -43,6 +45,11 @@ __all__ = [
     "jacobian",
     "conjugate_gradient",
     "gradcheck",
+    "l1_penalty",
+    "l2_penalty",
+    "input_gradients",
+    "policy_sensitivity",
     "nn",
     "optim",
+    "regularization",
 ]
