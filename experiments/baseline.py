@@ -12,9 +12,12 @@ batch into 8 disjoint random mini-batches, computes the policy gradient on each 
 and logs the trace of their covariance (``diagnostics/grad_variance``) and that trace over the
 squared norm of their mean (``diagnostics/grad_relative_variance``, which does not change when
 the weights are rescaled, so the three estimators compare on one scale). Along training the
-three runs visit different policies, so the experiment also measures the three estimators on
+three runs visit different policies, and the relative variance explodes wherever the mean
+gradient nears zero (a solved task), so the experiment also measures the three estimators on
 the same batches of the same policies: one agent with a baseline is trained, and at a few
-points its fresh batches are weighted each of the three ways.
+points its fresh batches are weighted each of the three ways, all divided by the same number
+(the batch's standard deviation of G) so that they estimate the same gradient and their
+variances compare directly.
 
     python -m experiments.baseline            # full: docs/baseline.png
     python -m experiments.baseline --quick    # seconds
@@ -27,7 +30,6 @@ import numpy as np
 from agents import ReinforceBaseline, ReinforceBaselineConfig
 from experiments import _common as common
 from rlgrad.plot import Run, draw_groups, format_table, new_figure, save_figure
-from rlgrad.returns import normalize
 from rlgrad.sweep import Grid
 from rlgrad.tensor import no_grad
 
@@ -56,8 +58,13 @@ def label_of(run: Run) -> str:
 
 
 def matched_variance(setting: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Relative variance of the three estimators on the same batches of the same policies,
-    ``{label: (stages, batches)}``."""
+    """Variance of the three estimators on the same batches of the same policies,
+    ``{label: (stages, batches)}``.
+
+    All three weightings are divided by the same number, the standard deviation of the
+    batch's returns, so they estimate the same gradient (a baseline that does not depend on
+    the action leaves the expectation unchanged) and their variances compare directly.
+    """
     options = {k: v[0] for k, v in setting["options"].items()}
     agent = ReinforceBaseline(ENV, ReinforceBaselineConfig(**options), seed=seed)
     stages, n = setting["matched"]["stages"], setting["matched"]["batches"]
@@ -72,12 +79,14 @@ def matched_variance(setting: dict, seed: int = 0) -> dict[str, np.ndarray]:
                 returns = batch.flat(agent.compute_returns(batch))
                 with no_grad():
                     values = agent.value(batch.flat(batch.obs)).data.astype(np.float64)
-                weights = {"vanilla": returns, "normalised returns": normalize(returns),
-                           "learned baseline": normalize(returns - values)}
+                scale = returns.std() + 1e-8
+                adv = returns - values
+                weights = {"vanilla": returns / scale,
+                           "normalised returns": (returns - returns.mean()) / scale,
+                           "learned baseline": (adv - adv.mean()) / scale}
                 for label, w in weights.items():
                     batch.advantages = w
-                    out[label][i, j] = agent.gradient_variance(batch, K)[
-                        "grad_relative_variance"]
+                    out[label][i, j] = agent.gradient_variance(batch, K)["grad_variance"]
     finally:
         agent.close()
     return out
@@ -121,27 +130,30 @@ def main(argv: list[str] | None = None) -> dict:
                if values.shape[1] > 1 else None, capsize=2)
     ax.set_xticks(np.arange(len(stages)), [f"{s // 1000}k" for s in stages])
     ax.set_xlabel("training steps of the (baseline) agent's policy")
-    ax.set_ylabel("relative variance of the gradient (mean ± s.e.)")
+    ax.set_ylabel("variance of the gradient, common scale (mean ± s.e.)")
     ax.set_yscale("log")
-    ax.set_title("same policy, same batches, three weightings")
+    ax.set_title("same policy and batches, weights / std(G)")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, axis="y")
     save_figure(fig, figure)
 
-    rows = ["| estimator | final return [95% CI] | AUC | mean relative variance (logged) "
-            "| mean variance (logged) |", "|-|-|-|-|-|"]
+    rows = ["| estimator | final return [95% CI] | AUC [95% CI] | mean relative variance "
+            "(logged) | mean variance (logged) |", "|-|-|-|-|-|"]
     by_label = {s.label: s for s in relvar}
     by_label_var = {s.label: s for s in var}
     for s in returns:
         rows.append(f"| {s.label} | {s.final_mean:.1f} [{s.final_low:.1f}, {s.final_high:.1f}] "
-                    f"| {s.auc:.1f} | {by_label[s.label].auc:.3g} | "
+                    f"| {s.auc:.1f} [{s.auc_low:.1f}, {s.auc_high:.1f}] | "
+                    f"{by_label[s.label].auc:.3g} | "
                     f"{by_label_var[s.label].auc:.3g} |")
-    matched_rows = ["| policy after | " + " | ".join(matched) + " |",
-                    "|-|" + "-|" * len(matched)]
+    matched_rows = ["| policy after | " + " | ".join(matched) + " | baseline / vanilla |",
+                    "|-|" + "-|" * (len(matched) + 1)]
     for i, stage in enumerate(stages):
-        matched_rows.append(f"| {stage:,} steps | " + " | ".join(
-            f"{v[i].mean():.3g}" for v in matched.values()) + " |")
-    table = "\n".join(rows) + "\n\nRelative variance on matched policies and batches " \
+        means = [v[i].mean() for v in matched.values()]
+        matched_rows.append(f"| {stage:,} steps | " + " | ".join(f"{m:.3g}" for m in means) +
+                            f" | {means[-1] / means[0]:.2g} |")
+    table = "\n".join(rows) + "\n\nVariance of the gradient on matched policies and batches, " \
+        "weights divided by the batch's std of G " \
         f"(mean over {setting['matched']['batches']} batches):\n\n" + "\n".join(matched_rows)
     print("\n" + table)
     common.write_text(logdir / "table.md", table + "\n\n" + format_table(returns))

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     draw_groups(axes[0, 1], by_time, title=f"{ENV}: against wall time")
     save_figure(fig, figure)
     rows = ["| update | lr | gradient steps | final return [95% CI] | steps to 475 | "
-            "seconds to 475 | AUC (steps) | run time (s) |", "|-|-|-|-|-|-|-|-|"]
+            "seconds to 475 | AUC [95% CI] | run time (s) |", "|-|-|-|-|-|-|-|-|"]
     updates = {r.name: r for r in runs}
     for s, t in zip(by_steps, by_time):
         members = [updates[n] for n in s.runs]
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> dict:
         to_time = "never" if t.steps_to_threshold is None else f"{t.steps_to_threshold:.1f}"
         rows.append(f"| {s.label.split(' lr=')[0]} | {s.config['lr']:g} | {n_updates:,.0f} | "
                     f"{s.final_mean:.1f} [{s.final_low:.1f}, {s.final_high:.1f}] | "
-                    f"{to_steps} | {to_time} | {s.auc:.1f} | {seconds:.1f} |")
+                    f"{to_steps} | {to_time} | {s.auc:.1f} [{s.auc_low:.1f}, {s.auc_high:.1f}] | "
+                    f"{seconds:.1f} |")
     table = "\n".join(rows)
     print("\n" + table + "\n\nlearning-rate selection:\n" + "\n".join(selection_rows))
     common.write_text(logdir / "table.md", table + "\n\n" + format_table(by_steps) + "\n\n" +

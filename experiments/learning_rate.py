@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     runs = common.load(logdir)
     fig, axes = new_figure(ncols=3, size=(5.2, 4.0))
-    rows = ["| optimizer | lr | final return [95% CI] | AUC |", "|-|-|-|-|"]
+    rows = ["| optimizer | lr | final return [95% CI] | AUC [95% CI] |", "|-|-|-|-|"]
     summary: dict[str, dict[float, tuple[float, float, float, float]]] = {}
     for opt, marker in (("sgd", "o"), ("adam", "s")):
         stats = common.curves(common.select(runs, optimizer=opt),
@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
                         label=f"{opt}: AUC (mean over training)")
         for s in stats:
             rows.append(f"| {opt} | {s.config['lr']:g} | {s.final_mean:.1f} "
-                        f"[{s.final_low:.1f}, {s.final_high:.1f}] | {s.auc:.1f} |")
+                        f"[{s.final_low:.1f}, {s.final_high:.1f}] | {s.auc:.1f} "
+                        f"[{s.auc_low:.1f}, {s.auc_high:.1f}] |")
         # three learning rates: the lowest, the best by AUC, the highest
         best = int(np.argmax(auc))
         picks = sorted({0, best, len(stats) - 1})
         draw_groups(axes[0, 1 if opt == "sgd" else 2], [stats[i] for i in picks],
-                    title=f"{opt}: too low, best, too high")
+                    title=f"{opt}: lowest lr, best lr by AUC, highest lr")
     ax = axes[0, 0]
     ax.set_xscale("log")
     ax.set_xlabel("learning rate of the policy")

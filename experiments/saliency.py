@@ -6,7 +6,9 @@ observation, the log-probability of the chosen (greedy) action and the value est
 (:func:`rlgrad.sensitivity.policy_sensitivity`). Bars: the mean absolute derivative per
 feature, and the same times the feature's standard deviation over the visited states (the effect
 of a typical change of that feature: the raw derivative favours features that vary little, like
-the pole angle in radians). Dots: the signed mean of d log pi(push right | s) / ds.
+the pole angle in radians), and the signed mean of the derivative of the policy's log-odds of
+pushing right, log pi(right|s) - log pi(left|s), which says in which direction each feature
+moves the decision (the derivative of log pi(a*|s) itself is small wherever the policy is sure).
 
     python -m experiments.saliency            # full: docs/saliency.png
     python -m experiments.saliency --quick    # seconds
@@ -21,7 +23,7 @@ from experiments import _common as common
 from rlgrad.checkpoint import load_checkpoint
 from rlgrad.envs import make_vec
 from rlgrad.plot import new_figure, save_figure
-from rlgrad.sensitivity import policy_sensitivity
+from rlgrad.sensitivity import input_gradients, policy_sensitivity
 from rlgrad.sweep import is_complete
 from rlgrad.tensor import no_grad
 from rlgrad.train import train
@@ -78,43 +80,45 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         states, returns = visited_states(agent, setting["episodes"])
         grads = policy_sensitivity(agent, states)
-        push_right = policy_sensitivity(agent, states, actions=np.ones(len(states), np.int64))
+        # the policy's preference for pushing right: log pi(right|s) - log pi(left|s)
+        right, left = np.ones(len(states), np.int64), np.zeros(len(states), np.int64)
+        log_odds = input_gradients(
+            lambda s: agent.distribution(s).log_prob(right) - agent.distribution(s).log_prob(left),
+            states)
     finally:
         agent.close()
     std = states.std(axis=0)
     stats = {}
     for key in ("log_prob", "value"):
         g = grads[key].astype(np.float64)
-        signed = (push_right[key] if key == "log_prob" else grads[key]).astype(np.float64)
+        signed = (log_odds if key == "log_prob" else grads[key]).astype(np.float64)
         stats[key] = {"abs": np.abs(g).mean(axis=0), "signed": signed.mean(axis=0),
                       "scaled": np.abs(g).mean(axis=0) * std}
 
-    fig, axes = new_figure(ncols=2, nrows=2, size=(5.4, 3.4))
-    titles = {"log_prob": "log π(a*|s), a* the greedy action", "value": "V(s)"}
+    fig, axes = new_figure(ncols=3, nrows=2, size=(4.4, 3.2))
     x = np.arange(len(FEATURES))
     short = ["cart\nposition", "cart\nvelocity", "pole\nangle", "pole angular\nvelocity"]
+    panels = {
+        "log_prob": ["mean |d log π(a*|s) / ds|, a* greedy", "the same × std of the feature",
+                     "mean d [log π(right|s) − log π(left|s)] / ds"],
+        "value": ["mean |dV(s) / ds|", "the same × std of the feature", "mean dV(s) / ds"],
+    }
     for row, key in enumerate(("log_prob", "value")):
-        ax = axes[row, 0]
-        ax.bar(x, stats[key]["abs"], color="tab:blue", label="mean |derivative|")
-        signed_label = ("mean d log π(right|s)/ds (signed)" if key == "log_prob"
-                        else "mean dV/ds (signed)")
-        ax.plot(x, stats[key]["signed"], "o", color="black", label=signed_label)
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set_title(f"d {titles[key]} / d s")
-        ax.set_xticks(x, short, fontsize=8)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, axis="y")
-        ax = axes[row, 1]
-        ax.bar(x, stats[key]["scaled"], color="tab:orange")
-        ax.set_title(f"{titles[key].split(',')[0]}: mean |derivative| × std of the feature")
-        ax.set_xticks(x, short, fontsize=8)
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle(f"{ENV}: input sensitivity over {len(states):,} visited states "
-                 f"(greedy return {returns.mean():.0f})", fontsize=10)
+        for col, (what, color) in enumerate((("abs", "tab:blue"), ("scaled", "tab:orange"),
+                                             ("signed", "tab:green"))):
+            ax = axes[row, col]
+            ax.bar(x, stats[key][what], color=color)
+            ax.axhline(0, color="grey", lw=0.8)
+            ax.set_title(panels[key][col], fontsize=9)
+            ax.set_xticks(x, short, fontsize=8)
+            ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{ENV}: input gradients of the trained policy (top) and value (bottom), "
+                 f"averaged over {len(states):,} visited states (greedy return "
+                 f"{returns.mean():.0f})", fontsize=10)
     save_figure(fig, figure)
 
     rows = ["| feature | std over states | mean abs d log pi(a*) / ds | × std | "
-            "mean d log pi(right) / ds | mean abs dV/ds | × std | mean dV/ds |",
+            "mean d log-odds(right) / ds | mean abs dV/ds | × std | mean dV/ds |",
             "|-|-|-|-|-|-|-|-|"]
     for j, name in enumerate(FEATURES):
         lp, v = stats["log_prob"], stats["value"]

@@ -23,7 +23,8 @@ run name) differs only in the seed, and for each group computes
   ``reward_threshold`` by default: 475 for CartPole-v1, -100 for Acrobot-v1), exact, found
   among the points where :math:`\\bar c` changes;
 - AUC: the normalised area :math:`\\frac{1}{x_1 - x_0} \\int_{x_0}^{x_1} \\bar c(x)\\,dx`
-  (the mean level of the curve, in return units), exact for the step function.
+  (the mean level of the curve, in return units), exact for the step function; it is the mean
+  of the runs' own areas, which also give it a bootstrap CI.
 
 matplotlib (the ``plot`` extra) is imported only to draw, with the Agg canvas (no display).
 """
@@ -218,6 +219,9 @@ class GroupStats:
     threshold: float | None
     steps_to_threshold: float | None
     auc: float
+    aucs: np.ndarray
+    auc_low: float
+    auc_high: float
     x_axis: str = "step"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -273,17 +277,27 @@ def summarize(runs: Sequence[Run], *, window: int = 20, threshold: float | None 
             if thr is not None:
                 hits = np.flatnonzero(level >= thr)
                 reached = float(breaks[hits[0]]) if hits.size else None
-            widths = np.diff(np.append(breaks, x1))
-            auc = float(level @ widths / (x1 - x0)) if x1 > x0 else float(level[0])
+            aucs = np.array([_area(xs_of[id(r)], r.values, x0, x1, window) for r in members])
+            a_low, a_high = bootstrap_ci(aucs, n_resamples=n_resamples, seed=seed)
             out.append(GroupStats(
                 env_id=env_id, label=label,
                 config={k: v for k, v in members[0].config.items() if k != "seed"},
                 runs=[r.name for r in members], seeds=[r.seed for r in members], x=grid,
                 mean=curves.mean(axis=0), low=low, high=high, finals=finals,
                 final_mean=float(finals.mean()), final_low=float(f_low),
-                final_high=float(f_high), threshold=thr, steps_to_threshold=reached, auc=auc,
+                final_high=float(f_high), threshold=thr, steps_to_threshold=reached,
+                auc=float(aucs.mean()), aucs=aucs, auc_low=float(a_low), auc_high=float(a_high),
                 x_axis=x))
     return out
+
+
+def _area(xs: np.ndarray, values: np.ndarray, x0: float, x1: float, window: int) -> float:
+    """(1 / (x1 - x0)) * integral of the run's step-function curve over [x0, x1]."""
+    breaks = np.concatenate([[x0], xs[(xs > x0) & (xs <= x1)]])
+    level = curve_at(xs, values, breaks, window)
+    if x1 <= x0:
+        return float(level[0])
+    return float(level @ np.diff(np.append(breaks, x1)) / (x1 - x0))
 
 
 def _labels(configs: Sequence[dict[str, Any]]) -> list[str]:
@@ -331,10 +345,11 @@ def _num(v: float | None, digits: int = 1) -> str:
 
 
 def format_table(stats: Sequence[GroupStats], digits: int = 1) -> str:
-    """A Markdown table: env, group, seeds, final value [95% CI], steps to threshold, AUC."""
+    """A Markdown table: env, group, seeds, final value [95% CI], steps to threshold,
+    AUC [95% CI]."""
     x_unit = "s" if stats and stats[0].x_axis == "time" else "steps"
     rows = ["| env | group | seeds | final [95% CI] | "
-            f"{x_unit} to threshold | AUC |", "|-|-|-|-|-|-|"]
+            f"{x_unit} to threshold | AUC [95% CI] |", "|-|-|-|-|-|-|"]
     for s in stats:
         if s.threshold is None:
             reached = "—"
@@ -345,7 +360,8 @@ def format_table(stats: Sequence[GroupStats], digits: int = 1) -> str:
                       f"(≥ {s.threshold:g})"
         rows.append(f"| {s.env_id} | {s.label} | {len(s.runs)} | {_num(s.final_mean, digits)} "
                     f"[{_num(s.final_low, digits)}, {_num(s.final_high, digits)}] | {reached} | "
-                    f"{_num(s.auc, digits)} |")
+                    f"{_num(s.auc, digits)} [{_num(s.auc_low, digits)}, "
+                    f"{_num(s.auc_high, digits)}] |")
     return "\n".join(rows)
 
 
@@ -378,9 +394,10 @@ def save_figure(fig: Any, out: str | os.PathLike[str], dpi: int = 110) -> Path:
 def draw_groups(ax: Any, stats: Sequence[GroupStats], *, ylabel: str = "episodic return",
                 title: str | None = None, threshold: bool = True) -> None:
     """Each group's mean curve and its 95% band on ``ax``."""
+    alpha = 0.18 if len(stats) <= 4 else 0.08  # many bands on top of each other turn to mud
     for s in stats:
         (line,) = ax.plot(s.x, s.mean, label=f"{s.label} (n={len(s.runs)})", lw=1.6)
-        ax.fill_between(s.x, s.low, s.high, color=line.get_color(), alpha=0.18, lw=0)
+        ax.fill_between(s.x, s.low, s.high, color=line.get_color(), alpha=alpha, lw=0)
     if threshold and stats and stats[0].threshold is not None:
         ax.axhline(stats[0].threshold, color="grey", ls=":", lw=1)
     ax.set_xlabel("environment steps" if not stats or stats[0].x_axis == "step"

@@ -13,7 +13,8 @@ Ctrl-C) is deleted and the run starts again.
 
 :func:`run_sweep` runs the grid on local processes (one per core by default) or on a Ray cluster
 (``backend="ray"``, the optional ``ray`` extra). Every run gets one BLAS/OpenMP thread: two runs
-on two cores each wanting two threads run about four times slower (measured here), not faster.
+of 300k CartPole steps side by side on two cores took 34 s with the default threads and 4.8 s
+with one each (measured here), as the math library's threads spin against each other.
 A run that raises, or whose process dies, is reported with its error and the others go on.
 
 Everything is checked before anything starts: the agents, optimizers, options and their values
@@ -697,7 +698,7 @@ def add_parsers(sub: Any, agent_classes: Sequence[type]) -> None:
         "plot", help="plot and tabulate the runs under a directory",
         description="Read the TensorBoard event files under LOGDIR, group runs whose "
                     "configuration differs only in the seed, draw each group's mean over "
-                    "seeds with a 95%% bootstrap confidence band against environment steps, "
+                    "seeds with a 95% bootstrap confidence band against environment steps, "
                     "write a PNG and print a table: final return (mean and CI), steps to a "
                     "threshold, area under the curve.")
     p.add_argument("logdir", help="directory holding the runs")
@@ -760,7 +761,7 @@ def _plot_command(args: argparse.Namespace) -> int:
     stats = plot.summarize(runs, window=args.window, threshold=args.threshold,
                            points=args.points, x=args.x)
     out = Path(args.out) if args.out else Path(args.logdir) / "plot.png"
-    plot.plot_groups(stats, out, ylabel=args.tag)
+    plot.plot_groups(stats, out, ylabel=f"{args.tag} (mean of last {args.window})")
     print(plot.format_table(stats))
     print(f"\nwrote {out}")
     return 0

@@ -55,8 +55,10 @@ def test_table_numbers_match_the_hand_computation(logdir):
 
     lr=0.1 running means: seed 1 [1, 2, 4, 6] at 10, 20, 30, 40; seed 2 [2, 3, 5] at 15, 25, 40.
     Group mean at the breakpoints 15, 20, 25, 30, 40: 1.5, 2, 2.5, 3.5, 5.5.
-    AUC = (1.5*5 + 2*5 + 2.5*5 + 3.5*10) / 25 = 65 / 25 = 2.6. Finals 6 and 5: mean 5.5, and
-    the bootstrap means of two values are 5, 5.5 or 6, so the 95% interval is [5, 6].
+    AUC = (1.5*5 + 2*5 + 2.5*5 + 3.5*10) / 25 = 65 / 25 = 2.6; each run's own area is 65 / 25
+    as well (seed 1: 1*5 + 2*10 + 4*10; seed 2: 2*10 + 3*15), so its CI is [2.6, 2.6].
+    Finals 6 and 5: mean 5.5, and the bootstrap means of two values are 5, 5.5 or 6, so the 95%
+    interval is [5, 6].
     """
     stats = plot.summarize(plot.load_runs(logdir, TAG), window=2, threshold=3.0, points=6)
     a, b = stats
@@ -68,12 +70,14 @@ def test_table_numbers_match_the_hand_computation(logdir):
     assert a.final_mean == 5.5 and (a.final_low, a.final_high) == (5.0, 6.0)
     assert a.steps_to_threshold == 30
     assert a.auc == pytest.approx(2.6)
+    np.testing.assert_allclose(a.aucs, [2.6, 2.6])
+    assert (a.auc_low, a.auc_high) == pytest.approx((2.6, 2.6))
     assert b.final_mean == b.final_low == b.final_high == 10
     assert b.auc == pytest.approx(10) and b.steps_to_threshold == 15
 
     table = plot.format_table(stats)
-    assert "| Hand-v0 | lr=0.1 | 2 | 5.5 [5.0, 6.0] | 30 (≥ 3) | 2.6 |" in table
-    assert "| Hand-v0 | lr=0.2 | 1 | 10.0 [10.0, 10.0] | 15 (≥ 3) | 10.0 |" in table
+    assert "| Hand-v0 | lr=0.1 | 2 | 5.5 [5.0, 6.0] | 30 (≥ 3) | 2.6 [2.6, 2.6] |" in table
+    assert "| Hand-v0 | lr=0.2 | 1 | 10.0 [10.0, 10.0] | 15 (≥ 3) | 10.0 [10.0, 10.0] |" in table
 
 
 def test_threshold_never_reached_and_exactly_at_the_end(logdir):
