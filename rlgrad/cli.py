@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import sys
 from typing import Any
@@ -25,25 +24,9 @@ def _agents() -> dict[str, type]:
 
 def resolve_agent(spec: str) -> type:
     """An agent class by registered name or as ``package.module:ClassName``."""
-    agents = _agents()
-    if spec in agents:
-        return agents[spec]
-    if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise ValueError(f"cannot import agent module {module_name!r}: {e}") from e
-        cls = getattr(module, attr, None)
-        if cls is None:
-            raise ValueError(f"module {module_name!r} has no agent class {attr!r}")
-        return cls
-    import difflib
+    from rlgrad.sweep import resolve_agent as resolve
 
-    close = difflib.get_close_matches(spec, agents, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown agent {spec!r}.{hint} Known agents: {', '.join(sorted(agents))}, "
-                     "or give package.module:ClassName")
+    return resolve(spec, _agents())
 
 
 def _config_fields(classes: list[type]) -> dict[str, tuple[dataclasses.Field, dict[str, Any]]]:
