@@ -262,11 +262,13 @@ class Agent:
             store["final_obs"].append(final_obs)
             store["active"].append(active.copy())
             collected += n_active
-            if len(env.finished_envs):
-                for i, ret, length in zip(env.finished_envs, env.finished_returns,
-                                          env.finished_lengths):
-                    if active[i]:
-                        episodes.append((self.global_step + collected, float(ret), int(length)))
+            finished = env.finished_envs
+            if len(finished):
+                counted = active[finished]  # idle environments' episodes are not ours
+                step = self.global_step + collected
+                episodes.extend((step, ret, length) for ret, length in zip(
+                    env.finished_returns[counted].tolist(),
+                    env.finished_lengths[counted].tolist()))
                 if collected >= budget:
                     active[env.finished_envs] = False
                     n_active = int(active.sum())

@@ -467,6 +467,8 @@ class Tensor:
     def tanh(self) -> Tensor:
         a = self
         out = np.tanh(a.data)
+        if not _grad_enabled:
+            return _leaf(out)
 
         def backward(node, g, cg):
             # d tanh x / dx = 1 - tanh^2 x
@@ -923,6 +925,8 @@ def linear(x: Tensor | np.ndarray, weight: Tensor, bias: Tensor | None = None) -
     out = xd @ wd.T
     if bias is not None:
         out += bias.data
+    if not _grad_enabled:  # inference (a rollout step): no graph, so no closure to build
+        return _leaf(out)
     parents = (x, weight) if bias is None else (x, weight, bias)
 
     def backward(node, g, cg):
