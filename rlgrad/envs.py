@@ -242,7 +242,7 @@ class SameStepCartPoleVectorEnv(CartPoleVectorEnv):
         if self._sutton_barto_reward:
             reward = -np.array(terminated, dtype=np.float32)
         else:
-            reward = np.ones_like(terminated, dtype=np.float32)
+            reward = np.ones(terminated.shape, dtype=np.float32)
         obs = self.state.T.astype(np.float32)
         done = terminated | truncated
         info = {}
