@@ -53,6 +53,9 @@ class AgentConfig:
     num_envs: int = field(default=8, metadata=_help("environments stepped in parallel"))
     steps_per_update: int = field(default=4000, metadata=_help(
         "environment steps per batch (running episodes are then finished)"))
+    episodes_per_update: int = field(default=0, metadata=_help(
+        "if > 0, a batch is this many finished episodes (plus those still running then) "
+        "instead of steps_per_update steps, capped at max_episode_tail steps if that is set"))
     hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata=_help(
         "hidden layer sizes of the policy (and value) network"))
     activation: str = field(default="tanh", metadata=_help("hidden activation: tanh or relu"))
@@ -82,7 +85,8 @@ class AgentConfig:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         for name in ("num_envs", "steps_per_update", "update_epochs"):
             _positive_int(name, getattr(self, name))
-        for name in ("minibatch_size", "max_episode_tail", "grad_variance_batches"):
+        for name in ("minibatch_size", "max_episode_tail", "grad_variance_batches",
+                     "episodes_per_update"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -227,9 +231,11 @@ class Agent:
         return discounted_returns(batch.rewards, batch.terminated, batch.truncated,
                                   self.config.gamma, self.bootstrap_values(batch))
 
-    def collect(self, budget: int, hard_cap: int) -> Batch:
-        """Run the policy from a fresh reset until ``budget`` steps are taken and the running
-        episodes end, or ``hard_cap`` steps are reached (then the rest are cut off)."""
+    def collect(self, budget: int, hard_cap: int, episodes: int = 0) -> Batch:
+        """Run the policy from a fresh reset until ``budget`` steps are taken (or, with
+        ``episodes`` > 0, that many episodes have finished) and the running episodes end, or
+        ``hard_cap`` steps are reached (then the rest are cut off)."""
+        episode_budget = episodes
         env, n = self.env, self.env.num_envs
         obs = env.reset(seed=int(self.rng.integers(2**31 - 1)))
         store: dict[str, list[np.ndarray]] = {k: [] for k in (
@@ -269,7 +275,9 @@ class Agent:
                 episodes.extend((step, ret, length) for ret, length in zip(
                     env.finished_returns[counted].tolist(),
                     env.finished_lengths[counted].tolist()))
-                if collected >= budget:
+                done_enough = (len(episodes) >= episode_budget if episode_budget
+                               else collected >= budget)
+                if done_enough:
                     active[env.finished_envs] = False
                     n_active = int(active.sum())
                     if not n_active:
@@ -374,8 +382,12 @@ class Agent:
             remaining = total_steps - self.global_step
             start = time.perf_counter()
             try:
-                batch = self.collect(min(c.steps_per_update, remaining),
-                                     min(c.steps_per_update + tail, remaining))
+                if c.episodes_per_update:  # capped only by max_episode_tail, if set
+                    cap = min(c.max_episode_tail or remaining, remaining)
+                    batch = self.collect(remaining, cap, episodes=c.episodes_per_update)
+                else:
+                    batch = self.collect(min(c.steps_per_update, remaining),
+                                         min(c.steps_per_update + tail, remaining))
             except _StopRequested:
                 set_rng_state(self.rng, boundary_rng)
                 break

@@ -298,3 +298,14 @@ def test_gradient_variance_is_measured_without_changing_parameters():
     for k in before:
         np.testing.assert_array_equal(before[k], after[k])
 
+
+
+def test_episodes_per_update_collects_whole_episodes():
+    cfg = small(Reinforce, num_envs=3, episodes_per_update=7)
+    agent = Reinforce("tests.tiny_envs:Tiny-v0", cfg, seed=0)
+    sizes = []
+    agent.learn(200, lambda a, info: sizes.append((len(info["episodes"]), info["steps"])))
+    # Tiny episodes last 4 steps on 3 envs: 7 finished episodes take 3 vector steps of 3
+    # episodes each, so a batch holds 9 episodes and 36 steps
+    assert sizes[0] == (9, 36)
+    assert sum(s for _, s in sizes) == agent.global_step <= 200
