@@ -314,7 +314,8 @@ class Agent:
         if not np.isfinite(norm):
             raise NonFiniteError(f"gradient norm is {norm} at update {self.num_updates}, "
                                  f"step {self.global_step}; parameters left unchanged")
-        optimizer.step()
+        # the loss's graph is kept, so it can serve as the closure second-order methods need
+        optimizer.step(lambda: loss)
         return float(norm)
 
     def update(self, batch: Batch) -> dict[str, float]:

@@ -309,3 +309,15 @@ def test_episodes_per_update_collects_whole_episodes():
     # episodes each, so a batch holds 9 episodes and 36 steps
     assert sizes[0] == (9, 36)
     assert sum(s for _, s in sizes) == agent.global_step <= 200
+
+
+def test_newton_can_drive_a_small_policy():
+    cfg = small(Reinforce, optimizer="newton", lr=0.5, hidden_sizes=(4,))
+    cfg.validate()
+    agent = Reinforce(SIGNAL, cfg, seed=0)
+    before = params_of(agent)
+    agent.learn(512)
+    after = params_of(agent)
+    assert type(agent.optimizer).__name__ == "Newton"
+    assert any(not np.array_equal(before[k], after[k]) for k in before)
+    assert all(np.isfinite(v).all() for v in after.values())
