@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from dataclasses import dataclass
@@ -49,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{e}", file=sys.stderr)
         return 130
     print(json.dumps(summary, indent=1))
-    print(f"\nwatch the curves:  tensorboard --logdir {shlex.quote(args.logdir)}")
+    tensorboard = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    if not os.path.exists(tensorboard):
+        tensorboard = "tensorboard"
+    print(f"\nwatch the curves:  {shlex.quote(tensorboard)} --logdir {shlex.quote(args.logdir)}")
     return 0
 
 
