@@ -208,7 +208,7 @@ class Progress:
         """Print a last update (if ``step`` is given) and end the line."""
         if not self.enabled:
             return
-        if step is not None:
+        if step is not None and (step != self._last_step or not self._printed):
             self._print(step, time.monotonic(), metrics)
         if self._printed:
             self.stream.write("\n")

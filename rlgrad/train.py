@@ -216,7 +216,8 @@ def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_e
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        bar.close(agent.global_step)
+        last = {"return": float(np.mean(logger.recent))} if logger.recent else {}
+        bar.close(agent.global_step, **last)
         writer.flush()
     wall = time.perf_counter() - start
     if agent.stop_requested:
