@@ -176,35 +176,56 @@ def _adam_update_group(
     """
     if len(params) < 2 or len(params) != len(group["params"]):
         return False
-    dtype = params[0].data.dtype
-    if any(p.data.dtype != dtype or g.dtype != dtype for p, g in zip(params, grads)):
-        return False
-    names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
-    st = [states[p] for p in params]
-    steps = {s.get("step", 0) for s in st}
-    if len(steps) != 1:
-        return False
     key = id(group)
     buf = buffers.get(key)
-    sizes = [p.data.size for p in params]
-    if buf is None or buf["sizes"] != sizes or buf["dtype"] != dtype or any(
-            s.get(name) is None or s[name].base is not buf[name] for s in st for name in names):
-        # (re)build the flat vectors from the current state (zeros on the first step)
-        buf = {"sizes": sizes, "dtype": dtype}
-        offsets = np.cumsum([0] + sizes)
-        for name in names:
-            flat = np.zeros(offsets[-1], dtype=dtype)
-            for s, p, a, b in zip(st, params, offsets[:-1], offsets[1:]):
-                if name in s:
-                    flat[a:b] = np.asarray(s[name]).ravel()
-                s[name] = flat[a:b].reshape(p.data.shape)
-            buf[name] = flat
-        buf["slices"] = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+    if (buf is None or buf["states"] is not states or buf["params"] != params
+            or buf["amsgrad"] != group["amsgrad"]):
+        buf = _build_group_buffers(params, states, group)
+        if buf is None:
+            return False
         buffers[key] = buf
-    step = steps.pop() + 1
+    dtype, st = buf["dtype"], buf["dicts"]
+    if any(g.dtype != dtype for g in grads):
+        return False
+    step = st[0].get("step", 0)
+    if any(s.get("step", 0) != step for s in st):  # some parameter missed a step
+        return False
+    step += 1
     for s in st:
         s["step"] = step
     update = _adam_direction(buf, np.concatenate([g.ravel() for g in grads]), step, group)
     for p, sl in zip(params, buf["slices"]):
         p.data -= update[sl].reshape(p.data.shape)
     return True
+
+
+def _build_group_buffers(
+    params: list[Any], states: Any, group: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Flat moment vectors for a group, filled from the current state (zeros at first), with
+    each parameter's state re-pointed at its slice; None if the group does not qualify.
+
+    The buffers stay valid while the optimizer's state object and the group's parameters are
+    the same; ``load_state_dict`` replaces the state object, so they are rebuilt after it.
+    (Assigning new arrays into ``optimizer.state[p]`` by hand is not supported.)
+    """
+    dtype = params[0].data.dtype
+    if any(p.data.dtype != dtype for p in params):
+        return None
+    st = [states[p] for p in params]
+    if len({s.get("step", 0) for s in st}) != 1:
+        return None
+    names = ["exp_avg", "exp_avg_sq"] + (["max_exp_avg_sq"] if group["amsgrad"] else [])
+    sizes = [p.data.size for p in params]
+    offsets = np.cumsum([0] + sizes)
+    buf: dict[str, Any] = {"states": states, "params": list(params), "dicts": st,
+                           "amsgrad": group["amsgrad"], "dtype": dtype}
+    for name in names:
+        flat = np.zeros(offsets[-1], dtype=dtype)
+        for s, p, a, b in zip(st, params, offsets[:-1], offsets[1:]):
+            if name in s:
+                flat[a:b] = np.asarray(s[name]).ravel()
+            s[name] = flat[a:b].reshape(p.data.shape)
+        buf[name] = flat
+    buf["slices"] = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+    return buf
