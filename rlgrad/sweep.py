@@ -24,7 +24,6 @@ directory holds a run of another configuration under the same name.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib
 import itertools
@@ -35,7 +34,6 @@ import os
 import re
 import shutil
 import signal
-import sys
 import time
 import traceback
 from collections import deque
@@ -47,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Grid", "RunSpec", "RunResult", "SweepResult", "run_sweep", "execute_run",
-           "add_parsers", "THREAD_ENV"]
+           "resolve_agent", "parse_set", "THREAD_ENV"]
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """Environment of every sweep worker: one math-library thread per run."""
@@ -657,111 +655,3 @@ def _parse_value(key: str, text: str, default: Any) -> Any:
                                           else bool]
         raise ValueError(f"--set {key}={text}: expected {kind}") from None
     return text
-
-
-def add_parsers(sub: Any, agent_classes: Sequence[type]) -> None:
-    """Add ``rlgrad sweep`` and ``rlgrad plot`` to the CLI's subparsers."""
-    names = sorted(c.name for c in agent_classes)
-    s = sub.add_parser(
-        "sweep", help="train a grid of runs in parallel",
-        description="Train every combination of agents x envs x optimizers x learning rates x "
-                    "options x seeds as ordinary runs under LOGDIR, named after their "
-                    "configuration. Complete runs (summary.json present) are skipped, so "
-                    "rerunning a sweep finishes it. Exits 1 if any run failed.")
-    s.add_argument("--agent", nargs="+", required=True,
-                   help=f"agent names ({', '.join(names)}) or package.module:ClassName")
-    s.add_argument("--env", nargs="+", required=True, help="Gymnasium ids")
-    s.add_argument("--optimizer", nargs="+", default=None,
-                   help="optimizers (default: the agent's)")
-    s.add_argument("--lr", nargs="+", type=float, default=None,
-                   help="learning rates (default: the agent's)")
-    s.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (default: 0)")
-    s.add_argument("--total-steps", type=int, default=100_000,
-                   help="environment steps per run (default: 100000)")
-    s.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="another agent option; a key given several times is an axis of the "
-                        "grid, e.g. --set ent_coef=0 ent_coef=0.01 hidden_sizes=32,32")
-    s.add_argument("--logdir", default="runs/sweep", help="directory of the sweep's runs "
-                   "(default: runs/sweep)")
-    s.add_argument("--backend", choices=BACKENDS, default="local",
-                   help="local processes or a Ray cluster (default: local)")
-    s.add_argument("--workers", type=int, default=None,
-                   help="runs at once (default: one per core, or the Ray cluster's CPUs)")
-    s.add_argument("--address", default=None,
-                   help="Ray cluster address (default: start a local Ray instance)")
-    s.add_argument("--eval-episodes", type=int, default=10,
-                   help="evaluation episodes at the end of each run (default: 10)")
-    s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
-    s.set_defaults(func=lambda args: _sweep_command(args, agent_classes))
-
-    p = sub.add_parser(
-        "plot", help="plot and tabulate the runs under a directory",
-        description="Read the TensorBoard event files under LOGDIR, group runs whose "
-                    "configuration differs only in the seed, draw each group's mean over "
-                    "seeds with a 95% bootstrap confidence band against environment steps, "
-                    "write a PNG and print a table: final return (mean and CI), steps to a "
-                    "threshold, area under the curve.")
-    p.add_argument("logdir", help="directory holding the runs")
-    p.add_argument("--tag", default="charts/episodic_return", help="scalar to plot "
-                   "(default: charts/episodic_return)")
-    p.add_argument("--out", default=None, help="PNG file (default: LOGDIR/plot.png)")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="level for 'steps to threshold' (default: the environment's "
-                        "reward_threshold, 475 for CartPole-v1, -100 for Acrobot-v1)")
-    p.add_argument("--window", type=int, default=20,
-                   help="running mean over this many points (episodes) (default: 20)")
-    p.add_argument("--x", choices=("step", "time"), default="step",
-                   help="x axis: environment steps or seconds since the run started")
-    p.add_argument("--points", type=int, default=100,
-                   help="points of the plotted curves (default: 100)")
-    p.set_defaults(func=_plot_command)
-
-
-def _sweep_command(args: argparse.Namespace, agent_classes: Sequence[type]) -> int:
-    known = {c.name: c for c in agent_classes}
-    classes = [resolve_agent(a, known) for a in args.agent]
-    grid = Grid(agents=args.agent, envs=args.env, seeds=args.seeds, optimizers=args.optimizer,
-                lrs=args.lr, options=parse_set(args.set, classes), total_steps=args.total_steps,
-                eval_episodes=args.eval_episodes)
-    specs = grid.runs(known)
-    if args.dry_run:
-        for spec in specs:
-            print(spec.name)
-        print(f"{len(specs)} runs")
-        return 0
-    count = [0]
-    width = len(str(len(specs)))
-
-    def on_result(r: RunResult) -> None:
-        count[0] += 1
-        head = f"[{count[0]:>{width}}/{len(specs)}] {r.status:<7} {r.name}"
-        if r.status == "failed":
-            print(f"{head} after {r.seconds:.1f} s: {r.error}", flush=True)
-        elif r.status == "done":
-            ret = (r.summary or {}).get("train_return_last20")
-            tail = f", return (last 20) {ret:.1f}" if isinstance(ret, (int, float)) else ""
-            print(f"{head} in {r.seconds:.1f} s{tail}", flush=True)
-        else:
-            print(head, flush=True)
-
-    result = run_sweep(specs, args.logdir, backend=args.backend, workers=args.workers,
-                       address=args.address, on_result=on_result)
-    print(result.summary_line())
-    for r in result.failed:
-        print(f"\nFAILED {r.name}: {r.error}", file=sys.stderr)
-        if r.traceback:
-            print(r.traceback.rstrip(), file=sys.stderr)
-    return 0 if result.ok else 1
-
-
-def _plot_command(args: argparse.Namespace) -> int:
-    from rlgrad import plot
-
-    runs = plot.load_runs(args.logdir, args.tag)
-    stats = plot.summarize(runs, window=args.window, threshold=args.threshold,
-                           points=args.points, x=args.x)
-    out = Path(args.out) if args.out else Path(args.logdir) / "plot.png"
-    plot.plot_groups(stats, out, ylabel=f"{args.tag} (mean of last {args.window})")
-    print(plot.format_table(stats))
-    print(f"\nwrote {out}")
-    return 0
