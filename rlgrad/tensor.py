@@ -706,6 +706,8 @@ def _check_axis(axis: Any, ndim: int) -> tuple[int, ...] | None:
     """Normalise ``axis`` (int, tuple or None) into a sorted tuple of non-negative ints."""
     if axis is None:
         return None
+    if axis == -1 and ndim > 0 and type(axis) is int:  # the common case, checked cheaply
+        return (ndim - 1,)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out = []
     for ax in axes:
@@ -967,8 +969,8 @@ def _reduce_keepdims(ufunc: np.ufunc, x: np.ndarray, axis: int | None) -> np.nda
     numpy reduces a short contiguous last axis (the 2 logits of CartPole) slowly, about 100 us
     for 4096 rows; a few whole-column operations do the same in a few microseconds.
     """
-    if axis is not None and axis == x.ndim - 1 and x.ndim >= 2 and 1 < x.shape[-1] <= 8 \
-            and x.size >= 256:
+    if x.size >= 256 and axis is not None and axis == x.ndim - 1 and x.ndim >= 2 \
+            and 1 < x.shape[-1] <= 8:
         acc = x[..., 0].copy()
         for j in range(1, x.shape[-1]):
             ufunc(acc, x[..., j], out=acc)
