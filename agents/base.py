@@ -174,6 +174,7 @@ class Agent:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         self.env_id = env_id
+        self.env_kwargs = env_kwargs
         self.seed = int(seed)
         self.env = env if env is not None else make_vec(env_id, self.config.num_envs, seed=seed,
                                                          **env_kwargs)
@@ -415,7 +416,7 @@ class Agent:
         _positive_int("episodes", episodes)
         seed = self.seed + 1_000_003 if seed is None else seed
         own = env is None
-        env = make_vec(self.env_id, episodes, seed=seed) if own else env
+        env = make_vec(self.env_id, episodes, seed=seed, **self.env_kwargs) if own else env
         rng = np.random.default_rng(seed)
         try:
             obs = env.reset(seed=seed)
