@@ -105,11 +105,24 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(names))
+        """A config from field values as JSON, the CLI or a sweep give them: lists become
+        tuples, ints become floats where the field is a float; an unknown field or a non-bool
+        for a bool field is an error. Call ``validate()`` on the result."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - set(fields))
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(names)}")
-        kw = {k: tuple(v) if isinstance(names[k].default, tuple) else v for k, v in d.items()}
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(fields)}")
+        kw = {}
+        for key, value in d.items():
+            default = fields[key].default
+            if isinstance(default, tuple) and isinstance(value, list):
+                value = tuple(value)
+            elif isinstance(default, bool) and not isinstance(value, bool):
+                raise TypeError(f"option {key!r} must be True or False, got {value!r}")
+            elif isinstance(default, float) and isinstance(value, int) \
+                    and not isinstance(value, bool):
+                value = float(value)
+            kw[key] = value
         return cls(**kw)
 
 

@@ -69,8 +69,7 @@ def build_config(cls: type, args: argparse.Namespace) -> Any:
     if foreign:
         opts = ", ".join("--" + k.replace("_", "-") for k in foreign)
         raise ValueError(f"option(s) {opts} do not apply to agent {cls.name!r}")
-    kw = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
-    config = cls.config_class(**kw)
+    config = cls.config_class.from_dict(given)
     config.validate()
     return config
 

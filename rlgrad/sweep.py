@@ -192,21 +192,7 @@ class Grid:
 
 
 def _build_config(cls: type, given: dict[str, Any]) -> Any:
-    defaults = {f.name: f for f in dataclasses.fields(cls.config_class)}
-    kw = {}
-    for key, value in given.items():
-        default = defaults[key].default
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise TypeError(f"option {key!r} must be True or False, got {value!r}")
-        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        kw[key] = value
-    try:
-        config = cls.config_class(**kw)
-    except TypeError as e:
-        raise TypeError(f"cannot build {cls.config_class.__name__} from {kw}: {e}") from e
+    config = cls.config_class.from_dict(given)
     config.validate()
     return config
 
