@@ -30,7 +30,7 @@ from agents import AGENTS  # noqa: E402
 def run_seed(agent_name: str, env_id: str, seed: int, total_steps: int, threshold: float,
              overrides: dict, eval_episodes: int = 10) -> dict:
     cls = AGENTS[agent_name]
-    agent = cls(env_id, cls.config_class(**overrides), seed=seed)
+    agent = cls(env_id, cls.config_class.from_dict(overrides), seed=seed)
     recent: list[float] = []
     reached = [None]
 
