@@ -154,13 +154,21 @@ class Batch:
     episodes: list[tuple[int, float, int]]  # (step at the end, return, length)
     returns: np.ndarray | None = None
     advantages: np.ndarray | None = None
+    _flat: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
     def size(self) -> int:
         return int(self.active.sum())
 
     def flat(self, x: np.ndarray) -> np.ndarray:
-        return x[self.active]
+        """``x[active]``, computed once per array (losses over mini-batches ask again and
+        again) and read-only, since every caller shares it."""
+        hit = self._flat.get(id(x))
+        if hit is None or hit[0] is not x:
+            picked = x[self.active]
+            picked.flags.writeable = False
+            hit = self._flat[id(x)] = (x, picked)
+        return hit[1]
 
 
 class _StopRequested(Exception):
