@@ -180,9 +180,14 @@ def resume(make_agent: Callable[[], Any], checkpoint: str | os.PathLike[str], to
     return train(make_agent, total_steps, resume_from=checkpoint, **kw)
 
 
-def _save(agent: Any, run_dir: Path) -> None:
+def _save(agent: Any, run_dir: Path, saved: list[int]) -> None:
+    """Checkpoint the agent unless this very update is already on disk (``saved`` holds the
+    update count of the last save)."""
+    if saved and saved[0] == agent.num_updates:
+        return
     arrays, meta = agent.state_dict()
     save_checkpoint(run_dir / "checkpoint", arrays, meta)
+    saved[:] = [agent.num_updates]
 
 
 def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_every: int,
@@ -198,13 +203,14 @@ def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_e
     logger = _Logger(writer, bar)
     start = time.perf_counter()
     steps_at_start = agent.global_step
+    saved: list[int] = [agent.num_updates] if resumed else []
 
     def on_update(a: Any, info: dict[str, Any]) -> None:
         logger(a, info)
         if callback is not None:
             callback(a, info)
         if a.num_updates % save_every == 0:
-            _save(a, run_dir)
+            _save(a, run_dir, saved)
 
     previous = None
     try:
@@ -221,10 +227,10 @@ def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_e
         writer.flush()
     wall = time.perf_counter() - start
     if agent.stop_requested:
-        _save(agent, run_dir)
+        _save(agent, run_dir, saved)
         writer.close()
         raise TrainingInterrupted(run_dir, agent.global_step)
-    _save(agent, run_dir)
+    _save(agent, run_dir, saved)
     summary: dict[str, Any] = {
         "agent": agent.name,
         "env_id": agent.env_id,
