@@ -1,23 +1,31 @@
-"""The policy-gradient loop, written once: collect a batch, update, report.
+"""The agent base: configuration, hooks, and the one training loop every agent shares.
 
-A new agent subclasses :class:`Agent` and writes :meth:`Agent.loss` (and, if it learns more than
-the policy, :meth:`Agent.setup` and :meth:`Agent.update`). Everything else — environments,
-seeding, batching, returns, gradient steps with any optimizer from :mod:`rlgrad.optim`, metrics,
-checkpoint state — is here.
+A new agent writes its config (a dataclass of fields declared with :func:`rlgrad.config.opt`),
+and the hooks it needs::
 
-Batches end at episode boundaries. Every batch starts by resetting all environments with a seed
-drawn from the run's generator, collects at least ``steps_per_update`` steps, then lets running
-episodes finish (an environment whose episode ends after the budget is reached goes idle).
-So every training episode is complete and counted in the statistics, REINFORCE sees whole
-Monte-Carlo returns, and the state of a run between two updates is just (parameters, optimizer
-state, generator state, counters): a run resumed from a checkpoint continues exactly as the
-uninterrupted run would have. Steps taken by idle environments are not used and not counted.
+    setup()             networks and optimizers (default: the policy and one optimizer)
+    record(obs, dist, actions) -> extras     per-step arrays kept during collection
+    prepare(batch)      advantages and returns into ``batch.data``
+    loss(mb)            the scalar loss of one mini-batch and its metrics
+    after_update(batch) a separate pass after the mini-batch loop (a value fit), optional
+
+and never the loop. :meth:`Agent.learn` collects a batch with the agent's collector
+(:class:`rlgrad.rollout.EpisodeCollector` by default, :class:`rlgrad.rollout.RolloutCollector`
+for actor-critic agents), calls ``prepare``, then for every mini-batch of
+``batch.minibatches(minibatch_size, update_epochs)`` takes one :meth:`Agent.gradient_step` on
+``loss(mb)``: zero every optimizer the agent owns, back-propagate, clip the global gradient norm,
+step every optimizer, and check that every parameter is still finite. A joint loss
+``pg + vf_coef * v - ent_coef * H`` trains policy and value together this way.
+
+Randomness: ``self.rng`` (seeded by ``seed``) shapes training: initial weights, environment
+resets, actions, mini-batch order. Diagnostics draw from ``self.diagnostics_rng``, so turning one
+on never changes the run.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,78 +34,85 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rlgrad import nn, optim
-from rlgrad.checkpoint import rng_state, set_rng_state, validate_arrays
+from rlgrad import config as cfg
+from rlgrad.checkpoint import rng_state, set_rng_state
 from rlgrad.distributions import Distribution
 from rlgrad.envs import NonFiniteError, VecEnv, make_vec
+from rlgrad.normalize import ObservationNormalizer, RewardScaler
 from rlgrad.policies import make_policy
-from rlgrad.returns import discounted_returns, normalize
+from rlgrad.rollout import Batch, EpisodeCollector, Minibatch, StopCollection
 from rlgrad.tensor import Tensor, no_grad
+from rlgrad.threads import math_threads
 
-__all__ = ["Agent", "AgentConfig", "Batch", "CHECKPOINT_FORMAT"]
+__all__ = ["Agent", "AgentConfig", "EpisodeConfig", "Batch", "Minibatch", "LR_SCHEDULES",
+           "schedule_factor"]
 
-CHECKPOINT_FORMAT = 1
+opt = cfg.opt
+LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
-def _help(text: str, **kw: Any) -> dict[str, Any]:
-    return {"help": text, **kw}
+def _optimizers() -> list[str]:
+    return sorted(optim.OPTIMIZERS)
+
+
+def _activations() -> list[str]:
+    return sorted(nn.ACTIVATIONS)
 
 
 @dataclass
 class AgentConfig:
-    """Hyperparameters of the policy-gradient agents; each field is a CLI option."""
+    """Hyperparameters every agent has; each field is a CLI option, a sweep axis and a
+    ``config.json`` key, and declares its own constraint (checked by :meth:`validate`)."""
 
-    optimizer: str = field(default="adam", metadata=_help(
-        "optimizer for the policy, by name: " + ", ".join(sorted(optim.OPTIMIZERS))))
-    lr: float = field(default=1e-2, metadata=_help("learning rate of the policy's optimizer"))
-    gamma: float = field(default=0.99, metadata=_help("discount factor, in [0, 1]"))
-    num_envs: int = field(default=8, metadata=_help("environments stepped in parallel"))
-    steps_per_update: int = field(default=4000, metadata=_help(
-        "environment steps per batch (running episodes are then finished)"))
-    episodes_per_update: int = field(default=0, metadata=_help(
-        "if > 0, a batch is this many finished episodes (plus those still running then) "
-        "instead of steps_per_update steps, capped at max_episode_tail steps if that is set"))
-    hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata=_help(
-        "hidden layer sizes of the policy (and value) network"))
-    activation: str = field(default="tanh", metadata=_help("hidden activation: tanh or relu"))
-    ent_coef: float = field(default=0.0, metadata=_help("weight of the entropy bonus"))
-    max_grad_norm: float = field(default=0.0, metadata=_help(
-        "clip the policy gradient to this global norm; 0 disables clipping"))
-    normalize_advantages: bool = field(default=True, metadata=_help(
-        "standardise the weights of grad log pi in each batch"))
-    minibatch_size: int = field(default=0, metadata=_help(
-        "policy steps on shuffled mini-batches of this size; 0 means one full-batch step"))
-    update_epochs: int = field(default=1, metadata=_help("passes over the batch per update"))
-    log_std_init: float = field(default=0.0, metadata=_help(
+    optimizer: str = field(default="adam", metadata=opt(
+        "optimizer, by name", choices=_optimizers))
+    lr: float = field(default=1e-2, metadata=opt(
+        "learning rate of the policy's optimizer", gt=0, resume=True))
+    optimizer_eps: float | None = field(default=None, metadata=opt(
+        "eps of Adam/RMSprop-like optimizers; None for the optimizer's own default", gt=0))
+    lr_schedule: str = field(default="constant", metadata=opt(
+        "learning-rate schedule over the run's steps: constant, linear (to 0) or cosine",
+        choices=LR_SCHEDULES, resume=True))
+    warmup_steps: int = field(default=0, metadata=opt(
+        "linear learning-rate warm-up over this many environment steps", ge=0, resume=True))
+    gamma: float = field(default=0.99, metadata=opt("discount factor", ge=0, le=1))
+    num_envs: int = field(default=8, metadata=opt("environments stepped in parallel", gt=0))
+    hidden_sizes: tuple[int, ...] = field(default=(64, 64), metadata=opt(
+        "hidden layer sizes of the policy (and value) network", gt=0))
+    activation: str = field(default="tanh", metadata=opt(
+        "hidden activation", choices=_activations))
+    ent_coef: float = field(default=0.0, metadata=opt(
+        "weight of the entropy bonus", ge=0, resume=True))
+    max_grad_norm: float = field(default=0.0, metadata=opt(
+        "clip the global gradient norm to this; 0 disables clipping", ge=0, resume=True))
+    normalize_advantages: bool = field(default=True, metadata=opt(
+        "standardise the advantages (per batch, or per mini-batch for PPO)"))
+    minibatch_size: int = field(default=0, metadata=opt(
+        "gradient steps on shuffled mini-batches of this size; 0 means one full-batch step",
+        ge=0))
+    update_epochs: int = field(default=1, metadata=opt("passes over the batch per update", gt=0))
+    log_std_init: float = field(default=0.0, metadata=opt(
         "initial log standard deviation of Gaussian policies"))
-    grad_variance_batches: int = field(default=0, metadata=_help(
+    normalize_obs: bool = field(default=False, metadata=opt(
+        "running observation normalisation (Welford), clipped to +-10"))
+    normalize_reward: bool = field(default=False, metadata=opt(
+        "divide rewards by the running std of the discounted return, clipped to +-10"))
+    grad_variance_batches: int = field(default=0, metadata=opt(
         "measure the policy gradient's variance across this many disjoint mini-batches of "
-        "each batch (diagnostics/grad_variance); 0 disables it"))
-    max_episode_tail: int = field(default=0, metadata=_help(
-        "extra steps allowed to finish running episodes after the budget; 0 means "
-        "steps_per_update"))
+        "each batch (diagnostics/grad_variance); 0 disables it", ge=0, resume=True))
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad value and what was expected."""
-        if self.optimizer not in optim.OPTIMIZERS:
-            optim.make(self.optimizer, [])  # raises with the known names and a suggestion
-        _positive("lr", self.lr)
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
-        for name in ("num_envs", "steps_per_update", "update_epochs"):
-            _positive_int(name, getattr(self, name))
-        for name in ("minibatch_size", "max_episode_tail", "grad_variance_batches",
-                     "episodes_per_update"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-        if not self.hidden_sizes or any(int(h) <= 0 for h in self.hidden_sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes}")
-        if self.activation not in nn.ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(nn.ACTIVATIONS)}, "
-                             f"got {self.activation!r}")
-        if self.ent_coef < 0 or self.max_grad_norm < 0:
-            raise ValueError("ent_coef and max_grad_norm must be >= 0, got "
-                             f"{self.ent_coef} and {self.max_grad_norm}")
+        """Raise ValueError/TypeError naming the first bad value and what was expected."""
+        cfg.validate(self)
+        self.check()
+
+    def check(self) -> None:
+        """Constraints between fields; subclasses extend it."""
+
+    def resolve(self, discrete: bool) -> AgentConfig:
+        """This config with every field left None for "the action space's default" filled in
+        (PPO's defaults differ between discrete and Box actions)."""
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -105,131 +120,131 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AgentConfig:
-        """A config from field values as JSON, the CLI or a sweep give them: lists become
-        tuples, ints become floats where the field is a float; an unknown field or a non-bool
-        for a bool field is an error. Call ``validate()`` on the result."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - set(fields))
+        """A config from field values as JSON, a config file, the CLI or a sweep give them:
+        lists become tuples, ints become floats where the field is a float; an unknown field is
+        an error naming the nearest known one. Call ``validate()`` on the result."""
+        kinds = cfg.field_kinds(cls)
+        unknown = sorted(set(d) - set(kinds))
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(fields)}")
+            raise ValueError(f"unknown option {unknown[0]!r} for {cls.__name__}"
+                             f"{cfg.suggest(unknown[0], list(kinds))}")
         kw = {}
         for key, value in d.items():
-            default = fields[key].default
-            if isinstance(default, tuple) and isinstance(value, list):
+            kind, _ = kinds[key]
+            if kind == "ints" and isinstance(value, list):
                 value = tuple(value)
-            elif isinstance(default, bool) and not isinstance(value, bool):
-                raise TypeError(f"option {key!r} must be True or False, got {value!r}")
-            elif isinstance(default, float) and isinstance(value, int) \
-                    and not isinstance(value, bool):
+            elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
             kw[key] = value
         return cls(**kw)
 
 
-def _positive(name: str, value: Any) -> None:
-    if not isinstance(value, (int, float, np.number)) or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-
-
-def _positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 @dataclass
-class Batch:
-    """T vector steps of N environments. Shapes: ``(T, N)``, ``(T, N, obs_dim)``.
+class EpisodeConfig(AgentConfig):
+    """Batches of whole episodes (REINFORCE): the budget of one batch."""
 
-    Only ``active`` transitions are used; ``flat(x)`` picks them in time-major order, giving
-    ``(B,)`` or ``(B, ...)`` arrays. The agent fills ``returns`` and ``advantages`` (flat).
-    """
+    steps_per_update: int = field(default=4000, metadata=opt(
+        "environment steps per batch (running episodes are then finished)", gt=0))
+    episodes_per_update: int = field(default=0, metadata=opt(
+        "if > 0, a batch is this many finished episodes (plus those still running then) "
+        "instead of steps_per_update steps, capped at max_episode_tail steps if that is set",
+        ge=0))
+    max_episode_tail: int = field(default=0, metadata=opt(
+        "extra steps allowed to finish running episodes after the budget; 0 means "
+        "steps_per_update", ge=0))
 
-    obs: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    final_obs: np.ndarray
-    active: np.ndarray
-    episodes: list[tuple[int, float, int]]  # (step at the end, return, length)
-    returns: np.ndarray | None = None
-    advantages: np.ndarray | None = None
-    _flat: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
-
-    @property
-    def size(self) -> int:
-        return int(self.active.sum())
-
-    def flat(self, x: np.ndarray) -> np.ndarray:
-        """``x[active]``, computed once per array (losses over mini-batches ask again and
-        again) and read-only, since every caller shares it."""
-        hit = self._flat.get(id(x))
-        if hit is None or hit[0] is not x:
-            picked = x[self.active]
-            picked.flags.writeable = False
-            hit = self._flat[id(x)] = (x, picked)
-        return hit[1]
-
-
-class _StopRequested(Exception):
-    """Raised inside collection when a stop was asked for (Ctrl-C): the batch is dropped."""
+    def check(self) -> None:
+        super().check()
+        if not self.episodes_per_update and self.num_envs > self.steps_per_update:
+            raise ValueError(f"num_envs ({self.num_envs}) is larger than steps_per_update "
+                             f"({self.steps_per_update}): every batch would be one step")
 
 
 class Agent:
     """Base of the policy-gradient agents.
 
-    Subclasses set ``name`` and ``config_class`` and write :meth:`loss`; see
-    :class:`agents.Reinforce` for the smallest example.
+    ``Agent(env, config=None, seed=0, **options)``: ``env`` is a Gymnasium id or a
+    :class:`rlgrad.envs.VecEnv`; options are config fields (``lr=3e-4``) applied over
+    ``config`` (or the defaults). Subclasses set ``name``, ``config_class`` and ``collector``
+    and write the hooks; see :class:`agents.Reinforce` for the smallest one.
     """
 
     name: ClassVar[str] = "agent"
-    config_class: ClassVar[type[AgentConfig]] = AgentConfig
+    config_class: ClassVar[type[AgentConfig]] = EpisodeConfig
+    collector: ClassVar[type] = EpisodeCollector
 
-    def __init__(self, env_id: str, config: AgentConfig | None = None, seed: int = 0,
-                 env: VecEnv | None = None, **env_kwargs: Any) -> None:
-        self.config = self.config_class() if config is None else config
-        if not isinstance(self.config, self.config_class):
+    def __init__(self, env: str | VecEnv, config: AgentConfig | None = None, seed: int = 0,
+                 *, env_kwargs: dict[str, Any] | None = None, threads: int | None = 1,
+                 **options: Any) -> None:
+        config = self.config_class() if config is None else config
+        if not isinstance(config, self.config_class):
             raise TypeError(f"{type(self).__name__} needs a {self.config_class.__name__}, "
-                            f"got {type(self.config).__name__}")
-        self.config.validate()
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+                            f"got {type(config).__name__}")
+        if options:
+            config = type(config).from_dict({**_given(config), **options})
+        cfg.validate(config)
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.env_id = env_id
-        self.env_kwargs = env_kwargs
         self.seed = int(seed)
-        self.env = env if env is not None else make_vec(env_id, self.config.num_envs, seed=seed,
-                                                         **env_kwargs)
+        self.threads = threads
+        self.env_kwargs = dict(env_kwargs or {})
+        if isinstance(env, VecEnv):
+            self.env, self.env_id = env, env.env.spec.id if env.env.spec else "custom"
+        else:
+            self.env_id = env
+            self.env = make_vec(env, config.resolve(_discrete(env, self.env_kwargs)).num_envs,
+                                seed=self.seed, **self.env_kwargs)
         self.spaces = self.env.spaces
-        self.rng = np.random.default_rng(seed)
-        c = self.config
-        self.policy = make_policy(
-            self.spaces.discrete, self.spaces.obs_dim, self.spaces.action_dim,
-            hidden_sizes=c.hidden_sizes, activation=c.activation, log_std_init=c.log_std_init,
-            rng=self.rng)
-        self.optimizer = optim.make(c.optimizer, self.policy.parameters(), lr=c.lr)
+        self.config = config.resolve(self.spaces.discrete)
+        self.config.validate()
+        if self.config.num_envs != self.env.num_envs:
+            raise ValueError(f"config.num_envs is {self.config.num_envs}, the environment has "
+                             f"{self.env.num_envs}")
+        self.rng = np.random.default_rng(self.seed)
+        self.diagnostics_rng = np.random.default_rng([self.seed, 1])
         self.global_step = 0
         self.num_updates = 0
         self.num_episodes = 0
         self.stop_requested = False
+        self._schedule_total = 0
+        c = self.config
+        self.obs_normalizer = ObservationNormalizer(self.spaces.obs_dim) if c.normalize_obs \
+            else None
+        self.reward_scaler = RewardScaler(self.env.num_envs, c.gamma) if c.normalize_reward \
+            else None
         self.setup()
+        self._base_lrs = {k: [g["lr"] for g in o.param_groups]
+                          for k, o in self.optimizers().items()}
+        self.collection = self.collector.from_config(
+            self.env, self.rng, c, normalize=self._normalize_for_collection,
+            scale_rewards=None if self.reward_scaler is None else self.reward_scaler)
+        self.collection.stop_requested = lambda: self.stop_requested
 
     # ---- what subclasses write -------------------------------------------------------------
     def setup(self) -> None:
-        """Build anything beyond the policy (a value network, its optimizer)."""
+        """Build the networks and optimizers. Default: the policy and its optimizer."""
+        self.policy = self.make_policy()
+        self.optimizer = self.make_optimizer(self.policy.parameters(), self.config.lr)
 
-    def loss(self, batch: Batch, idx: np.ndarray | None = None) -> tuple[Tensor, dict[str, float]]:
-        """The policy loss on the transitions ``idx`` of ``batch`` (all when None)."""
-        raise NotImplementedError(f"{type(self).__name__} must define loss()")
+    def record(self, obs: np.ndarray, dist: Distribution, actions: np.ndarray
+               ) -> dict[str, np.ndarray]:
+        """Per-step arrays to keep with the batch (called under no_grad during collection)."""
+        return {}
 
     def prepare(self, batch: Batch) -> None:
-        """Fill ``batch.returns`` and ``batch.advantages`` (flat) before the update."""
-        batch.returns = batch.flat(self.compute_returns(batch))
-        adv = batch.returns
-        batch.advantages = normalize(adv) if self.config.normalize_advantages else adv
+        """Fill ``batch.data`` with flat ``(B,)`` arrays the loss reads (advantages, ...)."""
 
-    def bootstrap_values(self, batch: Batch) -> np.ndarray | None:
-        """V(s_T) of cut-off episodes' final observations, ``(T, N)``; None bootstraps with 0."""
-        return None
+    def loss(self, mb: Minibatch) -> tuple[Tensor, dict[str, float]]:
+        """The scalar loss of one mini-batch and its metrics."""
+        raise NotImplementedError(f"{type(self).__name__} must define loss()")
+
+    def after_update(self, batch: Batch) -> dict[str, float]:
+        """A pass after the mini-batch loop (e.g. a separate value fit); returns metrics."""
+        return {}
+
+    def stop_epochs(self, metrics: dict[str, float]) -> bool:
+        """Called after each epoch's last mini-batch step: True ends the update early."""
+        return False
 
     def modules(self) -> dict[str, nn.Module]:
         return {"policy": self.policy}
@@ -237,133 +252,215 @@ class Agent:
     def optimizers(self) -> dict[str, optim.Optimizer]:
         return {"policy": self.optimizer}
 
-    # ---- acting --------------------------------------------------------------------------
+    # ---- building blocks -----------------------------------------------------------------
+    def make_policy(self, output_gain: float = 0.01) -> nn.Module:
+        c = self.config
+        return make_policy(self.spaces.discrete, self.spaces.obs_dim, self.spaces.action_dim,
+                           hidden_sizes=c.hidden_sizes, activation=c.activation,
+                           log_std_init=c.log_std_init, rng=self.rng)
+
+    def make_optimizer(self, params: Any, lr: float, name: str | None = None
+                       ) -> optim.Optimizer:
+        kw = {} if self.config.optimizer_eps is None else {"eps": self.config.optimizer_eps}
+        return optim.make(name or self.config.optimizer, list(params), lr=lr, **kw)
+
     def distribution(self, obs: np.ndarray) -> Distribution:
         return self.policy(obs)
 
+    def normalize_obs(self, obs: np.ndarray) -> np.ndarray:
+        """Observations as the policy sees them: normalised with the frozen statistics."""
+        obs = np.asarray(obs)
+        if self.obs_normalizer is None:
+            return obs
+        return self.obs_normalizer(obs, update=False)
+
+    def _normalize_for_collection(self, obs: np.ndarray, update: bool) -> np.ndarray:
+        if self.obs_normalizer is None:
+            return obs
+        return self.obs_normalizer(obs, update=update)
+
+    def collect_step(self, obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        with no_grad():
+            dist = self.distribution(obs)
+            actions = dist.sample(self.rng)
+            extras = self.record(obs, dist, actions)
+        return actions, extras
+
+    # ---- acting --------------------------------------------------------------------------
     def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions for observations ``(N, obs_dim)``, sampled or the distribution's mode."""
+        """Actions for already-normalised observations ``(N, obs_dim)``: sampled from the
+        training generator, or the distribution's mode."""
         with no_grad():
             dist = self.distribution(obs)
         return dist.mode() if deterministic else dist.sample(self.rng)
 
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = False) -> tuple[np.ndarray, None]:
+        """SB3's ``predict``: actions for one raw observation ``(obs_dim,)`` or a batch
+        ``(B, obs_dim)``, with the saved (frozen) normalisation; Box actions clipped to the
+        bounds. Returns ``(actions, None)`` (no recurrent state)."""
+        obs = np.asarray(observation, dtype=np.float64)
+        single = obs.ndim == 1
+        if obs.shape[-1:] != (self.spaces.obs_dim,) or obs.ndim not in (1, 2):
+            raise ValueError(f"observation has shape {obs.shape}, expected "
+                             f"({self.spaces.obs_dim},) or (B, {self.spaces.obs_dim})")
+        if not np.isfinite(obs).all():
+            raise ValueError("observation contains nan or inf")
+        obs = self.normalize_obs(obs[None] if single else obs).astype(np.float32)
+        rng = np.random.default_rng() if not deterministic else None
+        with no_grad():
+            dist = self.distribution(obs)
+        actions = dist.mode() if deterministic else dist.sample(rng)
+        if not self.spaces.discrete:
+            actions = np.clip(actions, self.spaces.action_low, self.spaces.action_high)
+        return (actions[0] if single else actions), None
+
     # ---- the loop ------------------------------------------------------------------------
-    def compute_returns(self, batch: Batch) -> np.ndarray:
-        """Discounted reward-to-go ``(T, N)``, bootstrapped where episodes were cut off."""
-        return discounted_returns(batch.rewards, batch.terminated, batch.truncated,
-                                  self.config.gamma, self.bootstrap_values(batch))
+    def learn(self, total_steps: int, callback: Callable[[Agent, dict[str, Any]], Any]
+              | None = None, progress_bar: bool = False, reset_num_timesteps: bool = True
+              ) -> Agent:
+        """Train for ``total_steps`` environment steps (a budget never exceeded), as SB3 does:
+        ``reset_num_timesteps=True`` starts counting (and the learning-rate schedule) from 0;
+        False continues from ``global_step``, so the run ends at ``global_step + total_steps``.
 
-    def collect(self, budget: int, hard_cap: int, episodes: int = 0) -> Batch:
-        """Run the policy from a fresh reset until ``budget`` steps are taken (or, with
-        ``episodes`` > 0, that many episodes have finished) and the running episodes end, or
-        ``hard_cap`` steps are reached (then the rest are cut off)."""
-        episode_budget = episodes
-        env, n = self.env, self.env.num_envs
-        obs = env.reset(seed=int(self.rng.integers(2**31 - 1)))
-        store: dict[str, list[np.ndarray]] = {k: [] for k in (
-            "obs", "actions", "rewards", "terminated", "truncated", "final_obs", "active")}
-        active = np.ones(n, dtype=bool)
-        n_active = n
-        episodes: list[tuple[int, float, int]] = []
-        collected = 0
-        while True:
-            if self.stop_requested:
-                raise _StopRequested
-            if hard_cap - collected < n_active:
-                late = np.flatnonzero(active)[hard_cap - collected:]
-                self._cut(store, late, obs)
-                active[late] = False
-                n_active = int(active.sum())
-                if not n_active:
-                    break
-            with no_grad():
-                actions = self.distribution(obs).sample(self.rng)
-            try:
-                next_obs, rewards, terminated, truncated, final_obs = env.step(actions)
-            except NonFiniteError as e:
-                raise NonFiniteError(f"{e} (training step {self.global_step + collected})") from e
-            store["obs"].append(obs)
-            store["actions"].append(actions)
-            store["rewards"].append(rewards)
-            store["terminated"].append(terminated)
-            store["truncated"].append(truncated)
-            store["final_obs"].append(final_obs)
-            store["active"].append(active.copy())
-            collected += n_active
-            finished = env.finished_envs
-            if len(finished):
-                counted = active[finished]  # idle environments' episodes are not ours
-                step = self.global_step + collected
-                episodes.extend((step, ret, length) for ret, length in zip(
-                    env.finished_returns[counted].tolist(),
-                    env.finished_lengths[counted].tolist()))
-                done_enough = (len(episodes) >= episode_budget if episode_budget
-                               else collected >= budget)
-                if done_enough:
-                    active[env.finished_envs] = False
-                    n_active = int(active.sum())
-                    if not n_active:
-                        break
-            if collected >= hard_cap:
-                self._cut(store, np.flatnonzero(active), next_obs)
-                break
-            obs = next_obs
-        batch = Batch(**{k: np.stack(v) for k, v in store.items()}, episodes=episodes)
-        return batch
-
-    @staticmethod
-    def _cut(store: dict[str, list[np.ndarray]], envs: np.ndarray, obs: np.ndarray) -> None:
-        """Mark the last transition of ``envs`` as truncated, with ``obs`` as final observation."""
-        if len(envs) and store["obs"]:
-            store["truncated"][-1] = store["truncated"][-1].copy()
-            store["final_obs"][-1] = store["final_obs"][-1].copy()
-            cut = envs[~(store["terminated"][-1][envs] | store["truncated"][-1][envs])]
-            store["truncated"][-1][cut] = True
-            store["final_obs"][-1][cut] = obs[cut]
-
-    def policy_step(self, loss: Tensor, optimizer: optim.Optimizer,
-                    params: list[nn.Parameter], max_grad_norm: float) -> float:
-        """One gradient step on ``loss``; returns the gradient's global norm (before clipping).
-
-        A non-finite loss or gradient raises before any parameter changes.
+        After each update ``callback(agent, info)`` gets ``info`` with ``metrics`` (the update's
+        mean losses and diagnostics), ``episodes`` (``(step, return, length)`` of the episodes
+        that ended), ``steps`` (steps of the batch), ``seconds`` and ``learning_rate``;
+        returning ``False`` stops training after that update. A stop request
+        (``agent.stop_requested = True``, e.g. from a SIGINT handler) drops the batch being
+        collected and returns with the agent exactly as after its last completed update.
         """
-        if not np.isfinite(loss.data).all():
-            raise NonFiniteError(f"loss is {loss.item()} at update {self.num_updates}, "
-                                 f"step {self.global_step}; parameters left unchanged")
-        optimizer.zero_grad()
-        loss.backward()
-        norm = optim.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
-        if not np.isfinite(norm):
-            raise NonFiniteError(f"gradient norm is {norm} at update {self.num_updates}, "
-                                 f"step {self.global_step}; parameters left unchanged")
-        # the loss's graph is kept, so it can serve as the closure second-order methods need
-        optimizer.step(lambda: loss)
-        return float(norm)
+        if isinstance(total_steps, bool) or not isinstance(total_steps, (int, np.integer)) \
+                or total_steps <= 0:
+            raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
+        if reset_num_timesteps:
+            self.global_step = 0
+        end = self.global_step + int(total_steps)
+        self._schedule_total = end
+        bar = None
+        if progress_bar:
+            from rlgrad.logging import Progress
+
+            bar = Progress(end, start_step=self.global_step)
+        try:
+            with math_threads(self.threads):
+                self._learn(end, callback, bar)
+        finally:
+            if bar is not None:
+                bar.close(self.global_step)
+        return self
+
+    def _learn(self, end: int, callback: Callable[..., Any] | None, bar: Any) -> None:
+        while self.global_step < end and not self.stop_requested:
+            boundary_rng = rng_state(self.rng)
+            start = time.perf_counter()
+            try:
+                batch = self.collection.collect(self.collect_step, end - self.global_step,
+                                                self.global_step)
+            except StopCollection:
+                set_rng_state(self.rng, boundary_rng)
+                break
+            if batch is None:  # less than one vector step of budget left
+                break
+            lr = self.apply_lr_schedule()
+            self.prepare(batch)
+            metrics = self.update(batch)
+            self.global_step += batch.size
+            self.num_updates += 1
+            self.num_episodes += len(batch.episodes)
+            info = {"metrics": metrics, "episodes": batch.episodes, "steps": batch.size,
+                    "seconds": time.perf_counter() - start, "learning_rate": lr}
+            if bar is not None and batch.episodes:
+                bar.update(self.global_step, **{"return": float(np.mean(
+                    [r for _, r, _ in batch.episodes]))})
+            if callback is not None and callback(self, info) is False:
+                break
+
+    def apply_lr_schedule(self) -> float:
+        """Set every optimizer's learning rates from the config's schedule at the current step;
+        returns the policy's (first) learning rate."""
+        factor = schedule_factor(self.config.lr_schedule, self.global_step,
+                                 self._schedule_total, self.config.warmup_steps)
+        for key, opt_ in self.optimizers().items():
+            for group, base in zip(opt_.param_groups, self._base_lrs[key]):
+                group["lr"] = base * factor
+        return float(next(iter(self.optimizers().values())).param_groups[0]["lr"])
+
+    def set_base_lrs(self) -> None:
+        """Re-read the base learning rates from the config (after a resume that changed them)."""
+        for key, opt_ in self.optimizers().items():
+            lrs = self.config_lrs().get(key)
+            if lrs is not None:
+                self._base_lrs[key] = [lrs] * len(opt_.param_groups)
+
+    def config_lrs(self) -> dict[str, float]:
+        """Optimizer name -> the config's learning rate for it."""
+        return {"policy": self.config.lr}
 
     def update(self, batch: Batch) -> dict[str, float]:
-        """Policy gradient steps: one on the whole batch, or epochs of shuffled mini-batches."""
+        """Gradient steps on ``loss`` over the batch's mini-batches, then ``after_update``."""
         c = self.config
-        params = list(self.policy.parameters())
-        size = batch.size
-        mb = c.minibatch_size if 0 < c.minibatch_size < size else size
         totals: dict[str, list[float]] = {}
         if c.grad_variance_batches > 1:
             for k, v in self.gradient_variance(batch, c.grad_variance_batches).items():
                 totals[k] = [v]
-        for _ in range(c.update_epochs):
-            order = self.rng.permutation(size) if mb < size else None
-            for start in range(0, size, mb):
-                idx = None if order is None else order[start:start + mb]
-                loss, metrics = self.loss(batch, idx)
-                metrics["grad_norm"] = self.policy_step(loss, self.optimizer, params,
-                                                        c.max_grad_norm)
-                for k, v in metrics.items():
-                    totals.setdefault(k, []).append(v)
-        return {k: float(np.mean(v)) for k, v in totals.items()}
+        for mb in batch.minibatches(c.minibatch_size, c.update_epochs, self.rng):
+            loss, metrics = self.loss(mb)
+            metrics["grad_norm"] = self.gradient_step(loss)
+            for k, v in metrics.items():
+                totals.setdefault(k, []).append(v)
+            if mb.last_in_epoch and self.stop_epochs(metrics):
+                break
+        out = {k: float(np.mean(v)) for k, v in totals.items()}
+        out.update(self.after_update(batch))
+        return out
+
+    def gradient_step(self, loss: Tensor, max_grad_norm: float | None = None) -> float:
+        """One step of every optimizer on ``loss``; returns the gradient's global norm before
+        clipping (``max_grad_norm``, default the config's; 0 disables it).
+
+        A non-finite loss or gradient raises before any parameter changes. After the step every
+        parameter is checked: a non-finite one restores the pre-step parameters and raises
+        :class:`rlgrad.envs.NonFiniteError` naming the update, the step and the parameter.
+        """
+        where = f"update {self.num_updates + 1}, step {self.global_step}"
+        if not np.isfinite(loss.data).all():
+            raise NonFiniteError(f"loss is {loss.item()} at {where}; parameters left unchanged")
+        opts = list(self.optimizers().values())
+        for o in opts:
+            o.zero_grad()
+        loss.backward()
+        params = [p for o in opts for g in o.param_groups for p in g["params"]]
+        limit = self.config.max_grad_norm if max_grad_norm is None else max_grad_norm
+        norm = optim.clip_grad_norm_(params, limit if limit > 0 else math.inf)
+        if not np.isfinite(norm):
+            raise NonFiniteError(f"gradient norm is {norm} at {where}; parameters left "
+                                 "unchanged")
+        before = [p.data.copy() for p in params]
+        for o in opts:
+            # the loss's graph is kept, so it can serve as the closure Newton's method needs
+            o.step(lambda: loss)
+        bad = _first_nonfinite(params, opts)
+        if bad is not None:
+            for q, saved in zip(params, before):
+                q.data[...] = saved
+            what = self._param_name(bad) if isinstance(bad, Tensor) else bad
+            raise NonFiniteError(
+                f"the optimizer step made {what} non-finite at {where}; parameters restored "
+                "to before the step (lower the learning rate)")
+        return float(norm)
+
+    def _param_name(self, param: Tensor) -> str:
+        for mname, module in self.modules().items():
+            for pname, p in module.named_parameters():
+                if p is param:
+                    return f"{mname}.{pname}"
+        return "?"
 
     def gradient_variance(self, batch: Batch, k: int) -> dict[str, float]:
         r"""The spread of the policy-gradient estimate across ``k`` disjoint random mini-batches
-        of the same batch (the same policy), without changing any parameter.
+        of the same batch (the same policy), without changing any parameter; drawn from the
+        diagnostics generator, so measuring it does not change the run.
 
         .. math:: \mathrm{Var} = \textstyle\sum_j \widehat{\mathrm{Var}}_i[g_{ij}], \qquad
                   \mathrm{relative} = \mathrm{Var} / \lVert \bar g \rVert^2
@@ -375,10 +472,11 @@ class Agent:
         from rlgrad.autograd import grad
 
         params = list(self.policy.parameters())
-        order = self.rng.permutation(batch.size)
+        arrays = batch.flat_arrays()
+        order = self.diagnostics_rng.permutation(batch.size)
         grads = []
         for idx in np.array_split(order, k):
-            loss, _ = self.loss(batch, idx)
+            loss, _ = self.loss(Minibatch({key: v[idx] for key, v in arrays.items()}, 0, True))
             gs = grad(loss, params, allow_unused=True)
             grads.append(np.concatenate([np.zeros(p.size) if g is None else g.data.ravel()
                                          for g, p in zip(gs, params)]))
@@ -388,154 +486,127 @@ class Agent:
         return {"grad_variance": var,
                 "grad_relative_variance": var / mean_sq if mean_sq > 0 else float("nan")}
 
-    def learn(self, total_steps: int,
-              callback: Callable[[Agent, dict[str, Any]], None] | None = None) -> Agent:
-        """Train until ``global_step`` reaches ``total_steps`` (a budget that is never exceeded).
-
-        After each update ``callback(agent, info)`` gets the metrics, the finished episodes and
-        the steps per second. A stop request (``agent.stop_requested = True``, e.g. from a
-        SIGINT handler) drops the batch being collected and returns with the agent exactly as
-        after its last completed update.
-        """
-        _positive_int("total_steps", total_steps)
-        c = self.config
-        tail = c.max_episode_tail or c.steps_per_update
-        while self.global_step < total_steps and not self.stop_requested:
-            boundary_rng = rng_state(self.rng)
-            remaining = total_steps - self.global_step
-            start = time.perf_counter()
-            try:
-                if c.episodes_per_update:  # capped only by max_episode_tail, if set
-                    cap = min(c.max_episode_tail or remaining, remaining)
-                    batch = self.collect(remaining, cap, episodes=c.episodes_per_update)
-                else:
-                    batch = self.collect(min(c.steps_per_update, remaining),
-                                         min(c.steps_per_update + tail, remaining))
-            except _StopRequested:
-                set_rng_state(self.rng, boundary_rng)
-                break
-            self.prepare(batch)
-            metrics = self.update(batch)
-            self.global_step += batch.size
-            self.num_updates += 1
-            self.num_episodes += len(batch.episodes)
-            seconds = time.perf_counter() - start
-            if callback is not None:
-                callback(self, {"metrics": metrics, "episodes": batch.episodes,
-                                "steps": batch.size, "seconds": seconds,
-                                "learning_rate": self.optimizer.param_groups[0]["lr"]})
-        return self
-
     # ---- evaluation ----------------------------------------------------------------------
     def evaluate(self, episodes: int = 10, seed: int | None = None, deterministic: bool = True,
                  env: VecEnv | None = None) -> np.ndarray:
         """Undiscounted returns of ``episodes`` episodes, one per environment, ``(episodes,)``.
 
-        Deterministic by default (the distribution's mode). Uses its own environments and
-        generator, so training is not disturbed.
+        Deterministic by default (the distribution's mode), with the frozen observation
+        normalisation. Uses its own environments and generator: training is not disturbed.
         """
-        _positive_int("episodes", episodes)
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes <= 0:
+            raise ValueError(f"episodes must be a positive integer, got {episodes!r}")
         seed = self.seed + 1_000_003 if seed is None else seed
         own = env is None
         env = make_vec(self.env_id, episodes, seed=seed, **self.env_kwargs) if own else env
         rng = np.random.default_rng(seed)
         try:
-            obs = env.reset(seed=seed)
-            returns = np.zeros(episodes)
-            running = np.ones(episodes, dtype=bool)
-            while running.any():
-                with no_grad():
-                    dist = self.distribution(obs)
-                actions = dist.mode() if deterministic else dist.sample(rng)
-                obs, rewards, terminated, truncated, _ = env.step(actions)
-                returns += rewards * running
-                running &= ~(terminated | truncated)
+            with math_threads(self.threads):
+                obs = env.reset(seed=seed)
+                returns = np.zeros(episodes)
+                running = np.ones(episodes, dtype=bool)
+                while running.any():
+                    with no_grad():
+                        dist = self.distribution(self.normalize_obs(obs))
+                    actions = dist.mode() if deterministic else dist.sample(rng)
+                    obs, rewards, terminated, truncated, _ = env.step(actions)
+                    returns += rewards * running
+                    running &= ~(terminated | truncated)
         finally:
             if own:
                 env.close()
         return returns
 
     # ---- checkpoint state ----------------------------------------------------------------
+    def normalizers(self) -> dict[str, Any]:
+        out = {}
+        if self.obs_normalizer is not None:
+            out["obs"] = self.obs_normalizer
+        if self.reward_scaler is not None:
+            out["reward"] = self.reward_scaler
+        return out
+
     def state_dict(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """(arrays, metadata) describing the agent between two updates; JSON + npz friendly."""
-        arrays: dict[str, np.ndarray] = {}
-        for mname, module in self.modules().items():
-            for pname, value in module.state_dict().items():
-                arrays[f"{mname}.{pname}"] = value
-        optim_meta = {}
-        for oname, opt in self.optimizers().items():
-            o_arrays, o_meta = optim.flatten_state_dict(opt.state_dict())
-            for k, v in o_arrays.items():
-                arrays[f"optim.{oname}.{k}"] = v
-            optim_meta[oname] = o_meta
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "agent": self.name,
-            "agent_path": f"{type(self).__module__}:{type(self).__qualname__}",
-            "env_id": self.env_id,
-            "seed": self.seed,
-            "config": self.config.to_dict(),
-            "spaces": self.spaces.to_dict(),
-            "global_step": self.global_step,
-            "num_updates": self.num_updates,
-            "num_episodes": self.num_episodes,
-            "rng": rng_state(self.rng),
-            "optimizers": optim_meta,
-        }
-        return arrays, meta
+        """(arrays, metadata) describing the agent between two updates; see
+        :mod:`rlgrad.serialization`."""
+        from rlgrad.serialization import agent_state
+
+        return agent_state(self)
 
     def load_state_dict(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict`; everything is checked before anything is
         assigned, so on error (ValueError) the agent is untouched."""
-        if meta.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"checkpoint format {meta.get('format')!r} is not supported "
-                             f"(expected {CHECKPOINT_FORMAT})")
-        if meta.get("agent") != self.name:
-            raise ValueError(f"checkpoint is of agent {meta.get('agent')!r}, not {self.name!r}")
-        if meta.get("spaces") != json.loads(json.dumps(self.spaces.to_dict())):
-            raise ValueError(f"checkpoint spaces {meta.get('spaces')} do not match the "
-                             f"environment's {self.spaces.to_dict()}")
-        expected = {f"{m}.{p}": v.shape for m, mod in self.modules().items()
-                    for p, v in mod.state_dict().items()}
-        validate_arrays(expected, {k: v for k, v in arrays.items() if not k.startswith("optim.")})
-        opt_states = {}
-        for oname, opt in self.optimizers().items():
-            prefix = f"optim.{oname}."
-            o_arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-            if oname not in meta.get("optimizers", {}):
-                raise ValueError(f"checkpoint has no state for optimizer {oname!r}")
-            opt_states[oname] = optim.unflatten_state_dict(o_arrays, meta["optimizers"][oname])
-            _check_optimizer_state(opt, opt_states[oname])
-        probe_rng = np.random.default_rng()
-        set_rng_state(probe_rng, meta["rng"])
-        # validated: now assign
-        for mname, module in self.modules().items():
-            prefix = f"{mname}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in arrays.items()
-                                    if k.startswith(prefix) and not k.startswith("optim.")})
-        for oname, opt in self.optimizers().items():
-            opt.load_state_dict(opt_states[oname])
-        set_rng_state(self.rng, meta["rng"])
-        self.global_step = int(meta["global_step"])
-        self.num_updates = int(meta["num_updates"])
-        self.num_episodes = int(meta["num_episodes"])
+        from rlgrad.serialization import restore_agent_state
+
+        restore_agent_state(self, arrays, meta)
+        self.set_base_lrs()
+        self.collection.restart() if hasattr(self.collection, "restart") else None
+
+    def save(self, path: Any) -> Any:
+        """Write the agent as a checkpoint directory ``path`` (``checkpoint.json`` + arrays,
+        the format of a run directory); returns the JSON file's path."""
+        from rlgrad.checkpoint import save_checkpoint
+
+        arrays, meta = self.state_dict()
+        return save_checkpoint(path, arrays, meta)
+
+    @classmethod
+    def load(cls, path: Any, env: str | VecEnv | None = None, **kw: Any) -> Agent:
+        """An agent of this class restored from a checkpoint (``agents.load`` finds the
+        class by the registered name instead)."""
+        from agents.registry import load
+
+        return load(path, agent=cls, env=env, **kw)
 
     def close(self) -> None:
         self.env.close()
 
 
-def _check_optimizer_state(opt: optim.Optimizer, state: dict[str, Any]) -> None:
-    groups = state.get("param_groups", [])
-    if len(groups) != len(opt.param_groups):
-        raise ValueError(f"optimizer state has {len(groups)} parameter groups, expected "
-                         f"{len(opt.param_groups)}")
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for index, s in state.get("state", {}).items():
-        i = int(index)
-        if not 0 <= i < len(params):
-            raise ValueError(f"optimizer state refers to parameter {i} of {len(params)}")
-        for key, value in s.items():
-            arr = np.asarray(value)
-            if arr.ndim and arr.shape != params[i].shape:
-                raise ValueError(f"optimizer state {key!r} of parameter {i} has shape "
-                                 f"{arr.shape}, expected {params[i].shape}")
+def schedule_factor(name: str, step: int, total: int, warmup: int = 0) -> float:
+    r"""The learning-rate multiplier at environment step ``step`` of ``total``:
+
+    .. math:: f = \min(1, \tfrac{s + 1}{w}) \cdot \begin{cases} 1 & \text{constant} \\
+              1 - s / S & \text{linear (CleanRL's anneal\_lr)} \\
+              \tfrac12 (1 + \cos(\pi s / S)) & \text{cosine} \end{cases}
+
+    with ``s`` the step, ``S`` the total and ``w`` the warm-up steps (no warm-up when 0).
+    """
+    progress = min(step / total, 1.0) if total > 0 else 0.0
+    if name == "constant":
+        f = 1.0
+    elif name == "linear":
+        f = 1.0 - progress
+    elif name == "cosine":
+        f = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {name!r}")
+    if warmup > 0:
+        f *= min(1.0, (step + 1) / warmup)
+    return f
+
+
+def _first_nonfinite(params: list[Tensor], opts: list[optim.Optimizer]) -> Any:
+    """The first parameter (or ``"optimizer state NAME"``) holding a nan or inf, else None.
+    One sum per array (finite iff every entry is, barring overflow, which the full test then
+    clears), so the check costs little next to the step."""
+    for p in params:
+        if not np.isfinite(np.add.reduce(p.data, axis=None)) and not np.isfinite(p.data).all():
+            return p
+    for o in opts:
+        for state in o.state.values():
+            for key, value in state.items():
+                if isinstance(value, np.ndarray) and value.dtype.kind == "f" and \
+                        not np.isfinite(np.add.reduce(value, axis=None)) and \
+                        not np.isfinite(value).all():
+                    return f"optimizer state {key!r}"
+    return None
+
+
+def _given(config: AgentConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def _discrete(env_id: str, env_kwargs: dict[str, Any]) -> bool:
+    from rlgrad.envs import describe_spaces
+
+    return describe_spaces(env_id, **env_kwargs).discrete

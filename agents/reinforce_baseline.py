@@ -1,4 +1,4 @@
-"""REINFORCE with a learned state-value baseline."""
+"""REINFORCE with a learned baseline."""
 
 from __future__ import annotations
 
@@ -6,32 +6,27 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.base import AgentConfig, Batch
-from agents.reinforce import Reinforce
+from agents.base import opt
+from agents.reinforce import Reinforce, ReinforceConfig
 from rlgrad import optim
 from rlgrad.policies import ValueFunction
 from rlgrad.returns import explained_variance, normalize
+from rlgrad.rollout import Batch
 from rlgrad.tensor import no_grad
 
 
 @dataclass
-class ReinforceBaselineConfig(AgentConfig):
+class ReinforceBaselineConfig(ReinforceConfig):
     """Adds the value network's optimizer and its number of steps per update."""
 
-    value_optimizer: str = field(default="adam", metadata={
-        "help": "optimizer of the value network, by name"})
-    value_lr: float = field(default=1e-2, metadata={"help": "learning rate of the value network"})
-    value_steps: int = field(default=10, metadata={
-        "help": "full-batch gradient steps on the value loss per update"})
-
-    def validate(self) -> None:
-        super().validate()
-        if self.value_optimizer not in optim.OPTIMIZERS:
-            optim.make(self.value_optimizer, [])
-        if not self.value_lr > 0:
-            raise ValueError(f"value_lr must be a positive number, got {self.value_lr!r}")
-        if not isinstance(self.value_steps, int) or self.value_steps <= 0:
-            raise ValueError(f"value_steps must be a positive integer, got {self.value_steps!r}")
+    lr: float = field(default=1e-2, metadata=opt(
+        "learning rate of the policy's optimizer", gt=0, resume=True))
+    value_optimizer: str = field(default="adam", metadata=opt(
+        "optimizer of the value network, by name", choices=lambda: sorted(optim.OPTIMIZERS)))
+    value_lr: float = field(default=1e-2, metadata=opt(
+        "learning rate of the value network", gt=0, resume=True))
+    value_steps: int = field(default=10, metadata=opt(
+        "full-batch gradient steps on the value loss per update", gt=0, resume=True))
 
 
 class ReinforceBaseline(Reinforce):
@@ -42,19 +37,22 @@ class ReinforceBaseline(Reinforce):
               L_V(\\phi) = \\frac{1}{B} \\sum_t (V_\\phi(s_t) - G_t)^2
 
     Subtracting a baseline that does not depend on the action leaves the gradient's expectation
-    unchanged and lowers its variance. V is fitted to the returns by its own optimizer, after
-    the policy step; episodes cut off by a time limit are bootstrapped with V(s_T).
+    unchanged and lowers its variance. The advantages are ``G_t - V_phi(s_t)`` with V taken
+    before the update (standardised if ``normalize_advantages``). V is fitted to the returns by
+    its own optimizer after the policy step (``value_steps`` full-batch steps, in
+    :meth:`after_update`); episodes cut off by the step cap are bootstrapped with V(s_T).
     """
 
     name = "reinforce_baseline"
     config_class = ReinforceBaselineConfig
 
     def setup(self) -> None:
+        super().setup()
         c = self.config
         self.value = ValueFunction(self.spaces.obs_dim, c.hidden_sizes, c.activation,
                                    rng=self.rng)
-        self.value_optimizer = optim.make(c.value_optimizer, self.value.parameters(),
-                                          lr=c.value_lr)
+        self.value_optimizer = self.make_optimizer(self.value.parameters(), c.value_lr,
+                                                   c.value_optimizer)
 
     def modules(self):
         return {"policy": self.policy, "value": self.value}
@@ -62,7 +60,10 @@ class ReinforceBaseline(Reinforce):
     def optimizers(self):
         return {"policy": self.optimizer, "value": self.value_optimizer}
 
-    def bootstrap_values(self, batch: Batch) -> np.ndarray | None:
+    def config_lrs(self):
+        return {"policy": self.config.lr, "value": self.config.value_lr}
+
+    def bootstrap_values(self, batch: Batch) -> np.ndarray:
         cut = batch.truncated & ~batch.terminated
         values = np.zeros(batch.rewards.shape)
         if cut.any():
@@ -70,22 +71,20 @@ class ReinforceBaseline(Reinforce):
                 values[cut] = self.value(batch.final_obs[cut]).data
         return values
 
-    def prepare(self, batch: Batch) -> None:
-        batch.returns = batch.flat(self.compute_returns(batch))
+    def advantages(self, batch: Batch, returns: np.ndarray) -> np.ndarray:
         with no_grad():
-            self._values = self.value(batch.flat(batch.obs)).data.astype(np.float64)
-        adv = batch.returns - self._values
-        batch.advantages = normalize(adv) if self.config.normalize_advantages else adv
+            values = self.value(batch.flat(batch.obs)).data.astype(np.float64)
+        batch.data["values"] = values
+        adv = returns - values
+        return normalize(adv) if self.config.normalize_advantages else adv
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        metrics = super().update(batch)
+    def after_update(self, batch: Batch) -> dict[str, float]:
         obs = batch.flat(batch.obs)
-        target = batch.returns.astype(np.float32)
-        params = list(self.value.parameters())
+        target = batch.data["returns"].astype(np.float32)
         for _ in range(self.config.value_steps):
             diff = self.value(obs) - target
             value_loss = (diff * diff).mean()
-            self.policy_step(value_loss, self.value_optimizer, params, 0.0)
-        metrics["value_loss"] = value_loss.item()
-        metrics["explained_variance"] = explained_variance(self._values, batch.returns)
-        return metrics
+            self.gradient_step(value_loss, max_grad_norm=0.0)
+        return {"value_loss": value_loss.item(),
+                "explained_variance": explained_variance(batch.data["values"],
+                                                         batch.data["returns"])}

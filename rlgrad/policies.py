@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from .distributions import Categorical, Distribution, Normal
-from .nn import MLP, Module, Parameter
+from .nn import MLP, Linear, Module, Parameter
 from .tensor import Tensor
 
-__all__ = ["CategoricalPolicy", "GaussianPolicy", "ValueFunction", "make_policy"]
+__all__ = ["CategoricalPolicy", "GaussianPolicy", "SharedActorCritic", "ValueFunction",
+           "make_policy"]
 
 
 class CategoricalPolicy(Module):
@@ -62,6 +63,43 @@ class ValueFunction(Module):
 
     def forward(self, obs: Any) -> Tensor:
         return self.net(obs).reshape(-1)
+
+
+class SharedActorCritic(Module):
+    """One trunk, two heads: pi(a|s) from the policy head, V(s) from the value head.
+
+    ``trunk`` is an MLP ``obs_dim -> hidden_sizes`` with the activation after every layer;
+    ``policy_head`` (orthogonal gain 0.01) gives logits or the Gaussian mean, ``value_head``
+    (gain 1) the value. Gradients of a joint loss reach the trunk from both heads.
+    """
+
+    def __init__(self, discrete: bool, obs_dim: int, action_dim: int,
+                 hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
+                 init: str = "orthogonal", log_std_init: float = 0.0,
+                 rng: np.random.Generator | None = None) -> None:
+        super().__init__()
+        self.discrete = discrete
+        self.trunk = MLP([obs_dim, *hidden_sizes], activation=activation,
+                         output_activation=activation, init=init, output_gain=float(np.sqrt(2)),
+                         rng=rng)
+        self.policy_head = Linear(hidden_sizes[-1], action_dim, init=init, gain=0.01, rng=rng)
+        self.value_head = Linear(hidden_sizes[-1], 1, init=init, gain=1.0, rng=rng)
+        if not discrete:
+            self.log_std = Parameter(np.full(action_dim, log_std_init), dtype=np.float32)
+
+    def _dist(self, h: Tensor) -> Distribution:
+        out = self.policy_head(h)
+        return Categorical(logits=out) if self.discrete else Normal(out, self.log_std)
+
+    def distribution(self, obs: Any) -> Distribution:
+        return self._dist(self.trunk(obs))
+
+    def value(self, obs: Any) -> Tensor:
+        return self.value_head(self.trunk(obs)).reshape(-1)
+
+    def forward(self, obs: Any) -> tuple[Distribution, Tensor]:
+        h = self.trunk(obs)
+        return self._dist(h), self.value_head(h).reshape(-1)
 
 
 def make_policy(discrete: bool, obs_dim: int, action_dim: int, **kwargs: Any) -> Module:

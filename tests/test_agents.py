@@ -11,10 +11,16 @@ from agents import AGENTS, Agent, Reinforce, ReinforceBaseline
 from agents.reinforce_baseline import ReinforceBaselineConfig
 from rlgrad.distributions import Categorical
 from rlgrad.envs import NonFiniteError
+from rlgrad.returns import discounted_returns
 
 SIGNAL = "tests.tiny_envs:Signal-v0"
 SIGNAL_BOX = "tests.tiny_envs:SignalBox-v0"
 
+
+
+def collect(agent, budget, cap):
+    """One episode batch of ``budget`` steps, at most ``cap``, as the agent's loop collects it."""
+    return agent.collection.collect_episodes(agent.collect_step, budget, cap)
 
 def small(cls, **kw):
     base = {"steps_per_update": 256, "num_envs": 4, "hidden_sizes": (16,)}
@@ -96,10 +102,10 @@ def test_any_optimizer_by_name_updates_the_policy(optimizer):
 
 def test_batches_hold_whole_episodes_and_count_only_used_steps():
     agent = Reinforce("tests.tiny_envs:Tiny-v0", small(Reinforce, steps_per_update=10), seed=0)
-    batch = agent.collect(10, 100)
+    batch = collect(agent, 10, 100)
     # every used transition belongs to an episode that ends inside the batch
     for n in range(agent.env.num_envs):
-        col = batch.active[:, n]
+        col = batch.valid[:, n]
         last = np.flatnonzero(col)[-1]
         assert batch.terminated[last, n] or batch.truncated[last, n]
         assert col[: last + 1].all() and not col[last + 1:].any()
@@ -111,9 +117,9 @@ def test_batches_hold_whole_episodes_and_count_only_used_steps():
 def test_hard_cap_cuts_running_episodes_and_marks_them_truncated():
     agent = ReinforceBaseline("tests.tiny_envs:Tiny-v0", small(ReinforceBaseline, num_envs=3),
                               seed=0)
-    batch = agent.collect(5, 5)
+    batch = collect(agent, 5, 5)
     assert batch.size == 5
-    cut = batch.truncated & batch.active
+    cut = batch.truncated & batch.valid
     assert cut.any()
     # a cut episode's final observation is the next observation, to be valued by V
     t, n = np.argwhere(cut)[0]
@@ -123,8 +129,9 @@ def test_hard_cap_cuts_running_episodes_and_marks_them_truncated():
 def test_baseline_bootstraps_truncated_episodes_with_the_final_observation_value():
     agent = ReinforceBaseline("tests.tiny_envs:Tiny-v0", small(ReinforceBaseline, num_envs=2,
                                                                 gamma=0.5), seed=0)
-    batch = agent.collect(8, 8)
-    returns = agent.compute_returns(batch)
+    batch = collect(agent, 8, 8)
+    returns = discounted_returns(batch.rewards, batch.terminated, batch.truncated, 0.5,
+                                 agent.bootstrap_values(batch))
     with rlgrad.no_grad():
         v_final = agent.value(batch.final_obs[-1]).data
     # last step of every episode is a time-limit truncation: G = r + gamma V(final obs)
@@ -170,7 +177,7 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(name):
 
     second = cls(SIGNAL, small(cls), seed=2)
     second.load_state_dict(arrays, meta)
-    second.learn(total)
+    second.learn(total - second.global_step, reset_num_timesteps=False)
     assert second.global_step == straight.global_step
     a, b = params_of(straight), params_of(second)
     assert a.keys() == b.keys()
@@ -194,7 +201,7 @@ def test_stop_request_during_collection_drops_the_batch_and_keeps_the_state():
         return original(actions)
 
     agent.env.step = step_then_stop
-    agent.learn(10_000)
+    agent.learn(10_000, reset_num_timesteps=False)
     assert agent.global_step == step_before
     assert agent.rng.bit_generator.state == rng_before
     after = params_of(agent)
@@ -235,7 +242,7 @@ def test_load_state_dict_rejects_mismatches_and_leaves_the_agent_untouched():
 
 def test_nan_observation_stops_with_the_step_and_env_index():
     agent = Reinforce("tests.tiny_envs:Tiny-v0", small(Reinforce, num_envs=2), seed=0,
-                      nan_at=3)
+                      env_kwargs={"nan_at": 3})
     before = params_of(agent)
     with pytest.raises(NonFiniteError, match=r"step.*env index|env index.*step"):
         agent.learn(100)
@@ -246,9 +253,9 @@ def test_nan_observation_stops_with_the_step_and_env_index():
 
 def test_nan_loss_raises_before_any_parameter_changes():
     agent = Reinforce(SIGNAL, small(Reinforce), seed=0)
-    batch = agent.collect(64, 64)
+    batch = collect(agent, 64, 64)
     agent.prepare(batch)
-    batch.advantages = batch.advantages * np.nan
+    batch.data["advantages"] = batch.data["advantages"] * np.nan
     before = params_of(agent)
     with pytest.raises(FloatingPointError, match="loss is nan"):
         agent.update(batch)
@@ -289,7 +296,7 @@ def test_bad_seed_env_and_spaces():
 
 def test_gradient_variance_is_measured_without_changing_parameters():
     agent = ReinforceBaseline(SIGNAL, small(ReinforceBaseline, grad_variance_batches=4), seed=0)
-    batch = agent.collect(256, 256)
+    batch = collect(agent, 256, 256)
     agent.prepare(batch)
     before = params_of(agent)
     m = agent.gradient_variance(batch, 4)
