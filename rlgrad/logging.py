@@ -208,6 +208,7 @@ class SummaryWriter:
         ``"running"`` or ``"unknown"``. Call it once per run directory (see the class docstring).
         """
         values = _check_metrics(metrics, self._scalar_tags)
+        _check_count("global_step", global_step, minimum=0)
         end = _session_end_summary(status, walltime)
         self._check_hparams_order(start=False)
         step = self._max_step if global_step is None else global_step
@@ -233,6 +234,7 @@ class SummaryWriter:
         """
         start = _session_start_summary(hparams, group_name, None)
         _check_metrics(metrics, self._scalar_tags)
+        _check_count("global_step", global_step, minimum=0)
         _session_end_summary(status, None)
         self._check_hparams_order(start=True)
         self._add(start, None, None)

@@ -330,6 +330,16 @@ def test_add_hparams_with_tags_already_written(tmp_path):
         (lambda w: w.add_hparams({"a": 1}, {"": 1.0}), TypeError, "tag must be a non-empty str"),
         (lambda w: w.add_hparams({"a": 1}, {"m": 1.0}, status="done"), ValueError, "status must"),
         (lambda w: w.add_hparams_end({"m": 1.0}, status="ok"), ValueError, "status must be one"),
+        (
+            lambda w: w.add_hparams({"a": 1}, {"m": 1.0}, global_step=-1),
+            ValueError,
+            "global_step must be None or an integer >= 0, got -1",
+        ),
+        (
+            lambda w: w.add_hparams_end({"m": 1.0}, global_step="10"),
+            ValueError,
+            "global_step must be None or an integer >= 0, got '10'",
+        ),
     ],
 )
 def test_hparams_reject_bad_input_before_writing(tmp_path, call, error, match):
