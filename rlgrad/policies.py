@@ -31,6 +31,10 @@ class CategoricalPolicy(Module):
     def forward(self, obs: Any) -> Distribution:
         return Categorical(logits=self.net(obs))
 
+    def action_layers(self) -> list[Module]:
+        """The modules from observations to logits, in order (what ``rlgrad.export`` runs)."""
+        return list(self.net.children())
+
 
 class GaussianPolicy(Module):
     """pi(a|s) = N(mu_theta(s), diag(exp(log_std))^2) for ``Box`` action spaces.
@@ -49,6 +53,10 @@ class GaussianPolicy(Module):
 
     def forward(self, obs: Any) -> Distribution:
         return Normal(self.net(obs), self.log_std)
+
+    def action_layers(self) -> list[Module]:
+        """The modules from observations to the mean, in order (what ``rlgrad.export`` runs)."""
+        return list(self.net.children())
 
 
 class ValueFunction(Module):
