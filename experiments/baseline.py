@@ -73,10 +73,12 @@ def matched_variance(setting: dict, seed: int = 0) -> dict[str, np.ndarray]:
     try:
         for i, stage in enumerate(stages):
             if stage > agent.global_step:
-                agent.learn(stage)
+                agent.learn(stage - agent.global_step, reset_num_timesteps=False)
             for j in range(n):
-                batch = agent.collect(c.steps_per_update, 2 * c.steps_per_update)
-                returns = batch.flat(agent.compute_returns(batch))
+                batch = agent.collection.collect_episodes(
+                    agent.collect_step, c.steps_per_update, 2 * c.steps_per_update)
+                agent.prepare(batch)
+                returns = batch.data["returns"]
                 with no_grad():
                     values = agent.value(batch.flat(batch.obs)).data.astype(np.float64)
                 scale = returns.std() + 1e-8
@@ -85,7 +87,7 @@ def matched_variance(setting: dict, seed: int = 0) -> dict[str, np.ndarray]:
                            "normalised returns": (returns - returns.mean()) / scale,
                            "learned baseline": (adv - adv.mean()) / scale}
                 for label, w in weights.items():
-                    batch.advantages = w
+                    batch.data["advantages"] = w
                     out[label][i, j] = agent.gradient_variance(batch, K)["grad_variance"]
     finally:
         agent.close()

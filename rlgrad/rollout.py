@@ -38,8 +38,9 @@ Act = Callable[[np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
 Normalize = Callable[[np.ndarray, bool], np.ndarray]
 """``normalize(raw_obs, update) -> obs``: the agent's observation normalisation."""
 
-ScaleRewards = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-"""``scale(rewards (N,), done (N,), valid (N,)) -> rewards``: the agent's reward scaling."""
+ScaleRewards = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``scale(rewards, terminated, truncated, valid) -> rewards`` (all ``(N,)``): the agent's
+reward scaling, e.g. :class:`rlgrad.normalize.RewardScaler`."""
 
 
 class StopCollection(Exception):
@@ -206,7 +207,7 @@ class _Collector:
         # where no episode ended, final_obs is next_obs (VecEnv returns the same array)
         final_obs = next_obs if raw_final is raw_next else self.normalize(raw_final, False)
         if self.scale_rewards is not None:
-            rewards = self.scale_rewards(rewards, terminated | truncated, valid)
+            rewards = self.scale_rewards(rewards, terminated, truncated, valid)
         return next_obs, rewards, terminated, truncated, final_obs, valid
 
     def _reset(self) -> np.ndarray:

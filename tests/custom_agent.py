@@ -1,25 +1,25 @@
 """The README's example: a custom agent that changes the loss, in about 20 lines."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agents import Agent, AgentConfig
+from agents import Reinforce, ReinforceConfig
+from agents.base import opt
 
 
 @dataclass
-class EntropyConfig(AgentConfig):
-    bonus: float = 0.01  # weight of the entropy bonus
+class EntropyConfig(ReinforceConfig):
+    bonus: float = field(default=0.01, metadata=opt("weight of the entropy bonus", ge=0))
 
 
-class EntropyReinforce(Agent):
+class EntropyReinforce(Reinforce):
     """REINFORCE whose loss also rewards uncertain policies: -(log pi * G) - bonus * H(pi)."""
 
     name = "entropy_reinforce"
     config_class = EntropyConfig
 
-    def loss(self, batch, idx=None):
-        obs, actions = batch.flat(batch.obs)[idx], batch.flat(batch.actions)[idx]
-        dist = self.distribution(obs)
-        policy_loss = -(dist.log_prob(actions) * batch.advantages[idx]).mean()
+    def loss(self, mb):
+        dist = self.distribution(mb.obs)
+        policy_loss = -(dist.log_prob(mb.actions) * mb.advantages).mean()
         entropy = dist.entropy().mean()
         bonus = self.config.bonus * entropy
         return policy_loss - bonus, {"policy_loss": policy_loss.item(),
