@@ -219,9 +219,17 @@ def _add_sweep_parsers(sub: Any, agent_classes: list[type]) -> None:
         "plot", help="plot and tabulate the runs under a directory",
         description="Read the TensorBoard event files under LOGDIR, group runs whose "
                     "configuration differs only in the seed, draw each group's mean over "
-                    "seeds with a 95% bootstrap confidence band against environment steps, "
-                    "write a PNG and print a table: final return (mean and CI), steps to a "
-                    "threshold, area under the curve.")
+                    "seeds with a 95% bootstrap confidence band against environment steps "
+                    "(over the steps all its runs reached) and each run's own curve to its "
+                    "end, write a PNG and print a table: steps reached, final return (each "
+                    "run's value at its own last step; mean and CI), steps to a threshold, "
+                    "area under the curve. Runs whose config.json or event file cannot be "
+                    "read are skipped with a warning, and a warning says when the runs of a "
+                    "group differ in length. With --aggregate or --profile, normalise each "
+                    "run's final score between its environment's random and reference "
+                    "scores and aggregate over environments and seeds as Agarwal et al. "
+                    "2021 do (stratified bootstrap 95% CIs); the figure then shows the "
+                    "aggregates.")
     p.add_argument("logdir", help="directory holding the runs")
     p.add_argument("--tag", default="charts/episodic_return", help="scalar to plot "
                    "(default: charts/episodic_return)")
@@ -235,6 +243,17 @@ def _add_sweep_parsers(sub: Any, agent_classes: list[type]) -> None:
                    help="x axis: environment steps or seconds since the run started")
     p.add_argument("--points", type=int, default=100,
                    help="points of the plotted curves (default: 100)")
+    p.add_argument("--aggregate", action="append", default=None, metavar="METRIC",
+                   choices=("iqm", "mean", "median", "optimality_gap"),
+                   help="aggregate normalised final scores over environments and seeds: iqm "
+                        "(interquartile mean), mean, median or optimality_gap, with stratified "
+                        "bootstrap 95%% CIs; repeat for several")
+    p.add_argument("--profile", action="store_true",
+                   help="draw and tabulate performance profiles (fraction of runs with "
+                        "normalised score > tau, with 95%% CIs)")
+    p.add_argument("--scores", default=None, metavar="FILE",
+                   help="TOML file of random and reference scores per environment, added to "
+                        "(or replacing entries of) rlgrad/data/scores.toml")
     p.set_defaults(func=_plot_command)
 
 
@@ -281,12 +300,41 @@ def _sweep_command(args: argparse.Namespace, agent_classes: list[type]) -> int:
 def _plot_command(args: argparse.Namespace) -> int:
     from rlgrad import plot
 
-    runs = plot.load_runs(args.logdir, args.tag)
+    out = Path(args.out) if args.out else Path(args.logdir) / "plot.png"
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"the figure is written as PNG; give a .png file, got {str(out)!r}")
+    if args.out and not out.parent.is_dir():  # fail before reading every run
+        raise ValueError(f"cannot write plot to {out} (no directory {out.parent})")
+    aggregating = bool(args.aggregate) or args.profile
+    if args.scores is not None and not aggregating:
+        raise ValueError("--scores is used only with --aggregate or --profile")
+
+    def warn(message: str) -> None:
+        print(f"rlgrad: warning: {message}", file=sys.stderr, flush=True)
+
+    runs = plot.load_runs(args.logdir, args.tag, on_skip=warn)
     stats = plot.summarize(runs, window=args.window, threshold=args.threshold,
                            points=args.points, x=args.x)
-    out = Path(args.out) if args.out else Path(args.logdir) / "plot.png"
-    plot.plot_groups(stats, out, ylabel=f"{args.tag} (mean of last {args.window})")
+    for note in plot.length_notes(stats):
+        warn(note)
     print(plot.format_table(stats))
+    if aggregating:
+        table = plot.load_score_table(args.scores)
+        aggs = plot.aggregate_groups(stats, table, metrics=list(dict.fromkeys(
+            args.aggregate or [])), profile=args.profile)
+        if args.aggregate:
+            print("\n" + plot.format_aggregate_table(aggs))
+        if args.profile:
+            print("\n" + plot.format_profile_table(aggs))
+    try:
+        if aggregating:
+            plot.plot_aggregates(aggs, out, parents=False)
+        else:
+            plot.plot_groups(stats, out, ylabel=f"{args.tag} (mean of last {args.window})",
+                             parents=False)
+    except OSError as e:
+        reason = e.strerror or str(e) or type(e).__name__
+        raise ValueError(f"cannot write plot to {out} ({reason})") from None
     print(f"\nwrote {out}")
     return 0
 
