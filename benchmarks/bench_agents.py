@@ -1,5 +1,16 @@
-"""Training throughput on CartPole-v1: rlgrad's REINFORCE with baseline against the same algorithm
-in plain PyTorch and against Stable-Baselines3 PPO, in environment steps per second.
+"""Training throughput against the peers, in environment steps per second, side by side.
+
+Suites (``--suite``):
+
+- ``reinforce`` (default): CartPole-v1, rlgrad's REINFORCE with baseline against the same
+  algorithm in plain PyTorch and against Stable-Baselines3 PPO (its defaults).
+- ``ppo-hopper``: Hopper-v5 with the MuJoCo defaults (2048-step rollouts of one environment,
+  mini-batches of 64, 10 epochs, observation and reward normalisation), rlgrad's PPO against
+  SB3's PPO with the same settings (``VecNormalize``). Target: rlgrad >= 4x SB3.
+- ``ppo-cartpole``: CartPole-v1 with CleanRL ``ppo.py``'s settings (4 envs x 128 steps, 4 epochs,
+  4 mini-batches), rlgrad's PPO against SB3's PPO with the same settings.
+- ``trpo-hopper``: Hopper-v5, rlgrad's TRPO against sb3-contrib's TRPO with the same settings
+  (its defaults: 2048 steps, CG 15, damping 0.1, max KL 0.01, 10 critic updates of 128).
 
 All three train in this process, one after another, in a rotating order over a few repetitions,
 with one thread each; the table gives the median run. Each run is timed around its training call
@@ -9,7 +20,9 @@ second of this process's CPU time are shown next to them because on a machine sh
 work they barely move when the process has to wait for a core. Targets: rlgrad at least 2x the
 PyTorch REINFORCE and 15x SB3 PPO.
 
-    python -m benchmarks.bench_agents [--steps 100000] [--sb3-steps 20000] [--repeats 3] [--seed 0]
+    python -m benchmarks.bench_agents [--suite reinforce] [--steps 100000] [--sb3-steps 20000]
+        [--repeats 3] [--seed 0]
+    python -m benchmarks.bench_agents --suite ppo-hopper --steps 20480 --sb3-steps 20480
 """
 
 from __future__ import annotations
@@ -206,6 +219,102 @@ def run_sb3(steps: int, seed: int) -> Run:
     return Run(model.num_timesteps, t.seconds, t.cpu_seconds, final_return(returns))
 
 
+# ---- 4. PPO and TRPO against SB3 / sb3-contrib with the same settings ---------------------------
+PPO_HOPPER = dict(n_steps=2048, batch_size=64, n_epochs=10, learning_rate=3e-4, gamma=0.99,
+                  gae_lambda=0.95, clip_range=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5)
+PPO_CARTPOLE = dict(n_steps=128, batch_size=128, n_epochs=4, learning_rate=2.5e-4, gamma=0.99,
+                    gae_lambda=0.95, clip_range=0.2, ent_coef=0.01, vf_coef=0.5, max_grad_norm=0.5)
+
+
+def _sb3_run(model_fn, steps: int) -> Run:
+    model = model_fn()
+    with Timer() as t:
+        model.learn(steps)
+    returns = [info["r"] for info in model.ep_info_buffer]
+    model.get_env().close()
+    return Run(model.num_timesteps, t.seconds, t.cpu_seconds, final_return(returns or [0.0]))
+
+
+def _rlgrad_run(agent_fn, steps: int) -> Run:
+    agent = agent_fn()
+    returns: list[float] = []
+    with Timer() as t:
+        agent.learn(steps, lambda a, info: returns.extend(r for _, r, _ in info["episodes"]))
+    agent.close()
+    return Run(agent.global_step, t.seconds, t.cpu_seconds, final_return(returns or [0.0]))
+
+
+def ppo_hopper_jobs(seed: int) -> list:
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents import PPO as RlgradPPO
+
+    def sb3():
+        env = VecNormalize(make_vec_env("Hopper-v5", n_envs=1, seed=seed), gamma=0.99)
+        return PPO("MlpPolicy", env, seed=seed, device="cpu", **PPO_HOPPER)
+
+    return [("rlgrad PPO", lambda n: _rlgrad_run(lambda: RlgradPPO("Hopper-v5", seed=seed), n)),
+            ("SB3 PPO", lambda n: _sb3_run(sb3, n))]
+
+
+def ppo_cartpole_jobs(seed: int) -> list:
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from agents import PPO as RlgradPPO
+
+    def sb3():
+        env = make_vec_env("CartPole-v1", n_envs=4, seed=seed)
+        return PPO("MlpPolicy", env, seed=seed, device="cpu", **PPO_CARTPOLE)
+
+    return [("rlgrad PPO", lambda n: _rlgrad_run(lambda: RlgradPPO("CartPole-v1", seed=seed), n)),
+            ("SB3 PPO", lambda n: _sb3_run(sb3, n))]
+
+
+def trpo_hopper_jobs(seed: int) -> list:
+    from sb3_contrib import TRPO as SB3TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from agents import AGENTS
+
+    def sb3():
+        env = VecNormalize(make_vec_env("Hopper-v5", n_envs=1, seed=seed), gamma=0.99)
+        return SB3TRPO("MlpPolicy", env, seed=seed, device="cpu")
+
+    return [("rlgrad TRPO", lambda n: _rlgrad_run(lambda: AGENTS["trpo"]("Hopper-v5", seed=seed),
+                                                   n)),
+            ("sb3-contrib TRPO", lambda n: _sb3_run(sb3, n))]
+
+
+SUITES = {"ppo-hopper": ppo_hopper_jobs, "ppo-cartpole": ppo_cartpole_jobs,
+          "trpo-hopper": trpo_hopper_jobs}
+TARGETS_VS = {"ppo-hopper": 4.0, "trpo-hopper": 4.0}
+
+
+def bench_pair(suite: str, steps: int, repeats: int, seed: int) -> str:
+    """Interleaved runs of rlgrad and the peer, rotating the order; a table of medians."""
+    jobs = SUITES[suite](seed)
+    runs: dict[str, list[Run]] = {name: [] for name, _ in jobs}
+    for rep in range(repeats):
+        for name, fn in (jobs if rep % 2 == 0 else jobs[::-1]):
+            run = fn(steps)
+            runs[name].append(run)
+            print(f"repeat {rep + 1}/{repeats}  {name:<18} {run.steps:>8} steps "
+                  f"{run.seconds:7.2f} s  {run.steps_per_second:8.0f} steps/s", flush=True)
+    ours, peer = (name for name, _ in jobs)
+    med = {k: statistics.median(r.steps_per_second for r in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(r.steps_per_cpu_second for r in v) for k, v in runs.items()}
+    ratio = med[ours] / med[peer]
+    target = TARGETS_VS.get(suite)
+    verdict = "" if target is None else f" (target >= {target:g}x: " \
+        f"{'met' if ratio >= target else 'missed'})"
+    return (f"| implementation | steps/s (median of {repeats}) | steps/s of CPU time |\n"
+            f"|---|---:|---:|\n| {ours} | {med[ours]:.0f} | {cpu[ours]:.0f} |\n"
+            f"| {peer} | {med[peer]:.0f} | {cpu[peer]:.0f} |\n\n"
+            f"{ours} / {peer}: {ratio:.2f}x wall, {cpu[ours] / cpu[peer]:.2f}x CPU{verdict}")
+
+
 # ---- the comparison ----------------------------------------------------------------------------
 def bench(steps: int, sb3_steps: int, repeats: int, seed: int = 0,
           log: bool = False) -> dict[str, list[Run]]:
@@ -247,6 +356,8 @@ def table(runs: dict[str, list[Run]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--suite", default="reinforce", choices=["reinforce", *SUITES],
+                        help="which comparison (default: reinforce)")
     parser.add_argument("--steps", type=int, default=100_000,
                         help="environment steps per run of rlgrad and PyTorch")
     parser.add_argument("--sb3-steps", type=int, default=20_000,
@@ -258,6 +369,9 @@ def main(argv: list[str] | None = None) -> None:
                         ("repeats", args.repeats)):
         if value <= 0:
             parser.error(f"--{name} must be a positive integer, got {value}")
+    if args.suite != "reinforce":
+        print(bench_pair(args.suite, args.steps, args.repeats, args.seed))
+        return
     runs = bench(args.steps, args.sb3_steps, args.repeats, args.seed, log=True)
     print()
     print(table(runs))
