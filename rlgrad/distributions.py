@@ -2,7 +2,8 @@
 
 Sampling draws from a caller's ``numpy.random.Generator`` (one per run, seeded), so runs repeat
 exactly; ``log_prob``, ``entropy`` and ``kl`` return Tensors that carry gradients back to the
-policy's outputs.
+policy's outputs. ``detach()`` gives the same distribution cut from the graph: the fixed
+``pi_old`` of a trust region, ``KL(pi_old || pi_theta)`` with ``pi_old = dist.detach()``.
 """
 
 from __future__ import annotations
@@ -14,15 +15,35 @@ import numpy as np
 
 from .tensor import Tensor, _leaf, log_softmax
 
-__all__ = ["Distribution", "Categorical", "Normal", "LOG_STD_MIN", "LOG_STD_MAX"]
+__all__ = [
+    "Distribution", "Categorical", "Normal", "TanhNormal", "LOG_STD_MIN", "LOG_STD_MAX",
+    "TANH_CLIP",
+]
 
 LOG_STD_MIN = -20.0
 LOG_STD_MAX = 2.0
+TANH_CLIP = 1.0 - 1e-6
 _LOG_2PI = math.log(2 * math.pi)
+_LOG_2 = math.log(2.0)
 
 
 def _as_tensor(x: Any) -> Tensor:
     return x if isinstance(x, Tensor) else _leaf(np.asarray(x))
+
+
+def _frozen_copy(x: Tensor) -> Tensor:
+    """The values of ``x`` in a new array, off the graph: later in-place updates of ``x`` (an
+    optimizer step on a parameter passed straight in) do not reach the copy."""
+    return _leaf(x.data.copy())
+
+
+def _softplus(x: Tensor) -> Tensor:
+    """softplus(x) = log(1 + e^x) = max(x, 0) + log(1 + e^-|x|), on the engine.
+
+    ``max(x, 0)`` is written ``(x + |x|) / 2`` so the derivative at 0 is 1/2 (as the exact
+    sigmoid(0)); ``e^-|x|`` never overflows.
+    """
+    return (x + x.abs()) * 0.5 + ((-x.abs()).exp() + 1.0).log()
 
 
 class Distribution:
@@ -43,12 +64,20 @@ class Distribution:
     def kl(self, other: Distribution) -> Tensor:
         raise NotImplementedError
 
+    def detach(self) -> Distribution:
+        """The same distribution with parameters copied off the graph (no gradient flows)."""
+        raise NotImplementedError
+
 
 class Categorical(Distribution):
     """A distribution over K actions given by unnormalised logits of shape ``(..., K)``.
 
     .. math:: \\log \\pi(a) = z_a - \\log \\textstyle\\sum_k e^{z_k}, \\qquad
               H = -\\textstyle\\sum_k \\pi_k \\log \\pi_k
+
+    ``sample`` and ``mode`` refuse non-finite logits (ValueError naming the first bad one): a NaN
+    would otherwise play action 0 and a ``+inf`` the wrong action. ``-inf`` is refused too (its
+    entropy is NaN); mask actions with a large negative finite logit instead.
     """
 
     def __init__(self, logits: Any) -> None:
@@ -79,6 +108,7 @@ class Categorical(Distribution):
         The CDF is built from exp(z - max z), unnormalised: the draw is scaled by its total.
         """
         z = self.logits.data
+        self._check_finite(z)
         # the ufuncs' own methods: sum/max/cumsum cost a Python detour each, per vector step
         cdf = np.add.accumulate(np.exp(z - np.maximum.reduce(z, axis=-1, keepdims=True)),
                                 axis=-1)
@@ -87,7 +117,25 @@ class Categorical(Distribution):
         return np.minimum(below, z.shape[-1] - 1)
 
     def mode(self) -> np.ndarray:
-        return np.argmax(self.logits.data, axis=-1)
+        z = self.logits.data
+        self._check_finite(z)
+        return np.argmax(z, axis=-1)
+
+    @staticmethod
+    def _check_finite(z: np.ndarray) -> None:
+        """One reduce over the logits: their sum is finite if every logit is (or it overflowed,
+        which the full scan then rules out). No errstate: entering one costs half the check,
+        and numpy warns only on the way to the error (or for logits near 1e308)."""
+        if np.isfinite(np.add.reduce(z, axis=None)):
+            return
+        bad = np.argwhere(~np.isfinite(z))
+        if bad.size == 0:
+            return
+        idx = tuple(int(i) for i in bad[0])
+        row = f" (row {', '.join(map(str, idx[:-1]))})" if len(idx) > 1 else ""
+        raise ValueError(f"Categorical logits must be finite, got {z[idx]} at logits"
+                         f"[{', '.join(map(str, idx))}]{row}; mask actions with a large negative "
+                         "finite logit")
 
     def log_prob(self, actions: Any) -> Tensor:
         """log pi(a) for integer actions of the batch shape."""
@@ -116,6 +164,12 @@ class Categorical(Distribution):
         if not isinstance(other, Categorical):
             raise TypeError(f"kl needs another Categorical, got {type(other).__name__}")
         return (self.logp.exp() * (self.logp - other.logp)).sum(axis=-1)
+
+    def detach(self) -> Categorical:
+        copy = Categorical(_frozen_copy(self.logits))
+        if self._logp is not None:
+            copy._logp = _frozen_copy(self._logp)
+        return copy
 
 
 class Normal(Distribution):
@@ -156,7 +210,11 @@ class Normal(Distribution):
         a = np.asarray(actions.data if isinstance(actions, Tensor) else actions)
         if a.shape != self.mean.shape:
             raise ValueError(f"actions have shape {a.shape}, expected {self.mean.shape}")
-        z = (a - self.mean) / self.std
+        return self._log_prob(a)
+
+    def _log_prob(self, x: Any) -> Tensor:
+        """log N(x) for ``x`` of the mean's shape, an array or a Tensor whose graph is kept."""
+        z = (x - self.mean) / self.std
         return -((z * z) * 0.5 + self.log_std + 0.5 * _LOG_2PI).sum(axis=-1)
 
     def entropy(self) -> Tensor:
@@ -176,3 +234,171 @@ class Normal(Distribution):
         diff = self.mean - other.mean
         return (other.log_std - self.log_std + (var1 + diff * diff) / (var2 * 2) - 0.5).sum(
             axis=-1)
+
+    def detach(self) -> Normal:
+        # log_std is already clamped; clamping the copy again changes nothing
+        return Normal(_frozen_copy(self.mean), _frozen_copy(self.log_std))
+
+
+class TanhNormal(Distribution):
+    """A diagonal Gaussian squashed by tanh, optionally scaled into a box (SAC's policy).
+
+    ``u ~ N(mean, diag(std^2))`` with ``log_std`` clamped as in :class:`Normal`, and
+
+    .. math:: a = c + s \\tanh u, \\qquad c = \\tfrac{\\text{high} + \\text{low}}{2}, \\quad
+              s = \\tfrac{\\text{high} - \\text{low}}{2}
+
+    (``c = 0``, ``s = 1`` without bounds: actions in (-1, 1)). By the change of variables,
+
+    .. math:: \\log \\pi(a) = \\log \\mathcal{N}(u; \\mu, \\sigma)
+              - \\textstyle\\sum_i \\big[\\log(1 - \\tanh^2 u_i) + \\log s_i\\big],
+              \\qquad \\log(1 - \\tanh^2 u) = 2\\,(\\log 2 - u - \\operatorname{softplus}(-2u))
+
+    The right-hand form is the stable one: ``1 - tanh(u)^2`` underflows to 0 for ``|u| > 19``
+    in float64 (``|u| > 9`` in float32), its logarithm does not.
+
+    **Exact log-probabilities of sampled actions.** ``log_prob(actions)`` recovers ``u`` as
+    ``atanh`` of the unit action clipped to ``[-TANH_CLIP, TANH_CLIP]`` (``TANH_CLIP = 1 - 1e-6``,
+    so ``|u| <= 7.25``): outside that range ``tanh`` has rounded ``u`` away (to exactly 1 beyond
+    ``|u| = 19``), so such an action gets the log-probability of ``|u| = 7.25``, finite but not its
+    own; inside, ``atanh(tanh u)`` loses about ``eps / (1 - |tanh u|)`` of ``u``: up to 4e-11
+    in float64 and 0.02 in float32 near the clip. To be exact, keep the pre-squash sample:
+    ``actions, u = dist.sample_with_pre_tanh(rng)`` then ``dist.log_prob(actions, pre_tanh=u)``
+    (``u`` is checked against ``actions``). ``rsample`` is the reparameterised form for SAC's
+    actor loss: its ``u`` carries the graph, and so does ``log_prob(actions, pre_tanh=u)``.
+
+    **Entropy.** The action's entropy has no closed form. ``entropy()`` returns the entropy of
+    the base Gaussian, ``H[u] = sum_i (1/2 + log(2 pi)/2 + log sigma_i)``, not of ``a``: by the
+    change of variables ``H[a] = H[u] + E[sum_i log(s_i (1 - tanh^2 u_i))] <= H[u] + sum_i log
+    s_i``. As an entropy bonus it rewards a wider base (the usual use in PPO); for an estimate of
+    ``H[a]`` average ``-log_prob`` over samples.
+
+    **KL.** ``kl`` is the KL divergence of the base Gaussians. It is the KL of the action
+    distributions too: ``a = c + s tanh(u)`` is a bijection, and the Jacobian terms of
+    ``log pi_1(a) - log pi_2(a)`` cancel, so the log-ratio at every action equals that of the
+    base densities at its ``u`` (both distributions must share the bounds).
+    """
+
+    def __init__(self, mean: Any, log_std: Any, low: Any = None, high: Any = None) -> None:
+        self.base = Normal(mean, log_std)
+        self.mean, self.log_std, self.std = self.base.mean, self.base.log_std, self.base.std
+        if (low is None) != (high is None):
+            raise ValueError("TanhNormal needs both low and high, or neither")
+        dtype = self.mean.dtype if np.issubdtype(self.mean.dtype, np.floating) else np.float64
+        n = self.mean.shape[-1]
+        if low is None:
+            self.low = self.high = None
+            self._loc = np.zeros((), dtype)
+            self._scale = np.ones((), dtype)
+            self._log_scale = 0.0
+        else:
+            self.low = _check_bound("low", low, n)
+            self.high = _check_bound("high", high, n)
+            if not np.all(self.low < self.high):
+                i = int(np.argmin(self.high - self.low))
+                raise ValueError(f"TanhNormal needs low < high, got low[{i}] = {self.low[i]} and "
+                                 f"high[{i}] = {self.high[i]}")
+            scale = (self.high - self.low) / 2
+            self._loc = ((self.high + self.low) / 2).astype(dtype)
+            self._scale = scale.astype(dtype)
+            self._log_scale = float(np.log(scale).sum())
+        # how far outside the box an action may lie from rounding of the affine map alone
+        self._tol = 1e-6 + 16 * np.finfo(dtype).eps * np.max(1 + np.abs(self._loc) / self._scale)
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.mean.shape[:-1]
+
+    def _squash(self, u: np.ndarray) -> np.ndarray:
+        a = np.tanh(u)
+        return a if self.low is None else self._loc + self._scale * a
+
+    def sample(self, rng: np.random.Generator) -> np.ndarray:
+        """Squashed actions of the mean's shape (the same draws as :class:`Normal`'s)."""
+        return self.sample_with_pre_tanh(rng)[0]
+
+    def sample_with_pre_tanh(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``(actions, u)``: the squashed actions and the Gaussian sample they came from."""
+        u = self.base.sample(rng)
+        return self._squash(u), u
+
+    def rsample(self, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+        """``(actions, u)`` as Tensors, ``u = mean + std * noise``, differentiable in the
+        parameters (the reparameterisation trick); the same values as
+        :meth:`sample_with_pre_tanh` from the same generator state."""
+        noise = rng.standard_normal(self.mean.shape).astype(self.mean.dtype, copy=False)
+        u = self.mean + self.std * noise
+        a = u.tanh()
+        return (a if self.low is None else a * self._scale + self._loc), u
+
+    def mode(self) -> np.ndarray:
+        """The squashed mean ``c + s tanh(mu)`` (the mode of ``u``, mapped; not the mode of
+        ``a``, which the Jacobian shifts)."""
+        return self._squash(self.mean.data)
+
+    def log_prob(self, actions: Any, pre_tanh: Any = None) -> Tensor:
+        """log pi(a) of actions of the mean's shape; exact with ``pre_tanh`` (see the class)."""
+        a = np.asarray(actions.data if isinstance(actions, Tensor) else actions)
+        if a.shape != self.mean.shape:
+            raise ValueError(f"actions have shape {a.shape}, expected {self.mean.shape}")
+        if pre_tanh is None:
+            unit = a if self.low is None else (a - self._loc) / self._scale
+            outside = ~(np.abs(unit) <= 1 + self._tol)  # NaN is outside too
+            if outside.any():
+                idx = tuple(int(i) for i in np.argwhere(outside)[0])
+                raise ValueError(f"actions must lie in [low, high] ({self._bounds_text()}), got "
+                                 f"{a[idx]} at index {list(idx)}")
+            u = _leaf(np.arctanh(np.clip(unit, -TANH_CLIP, TANH_CLIP)))
+        else:
+            u = _as_tensor(pre_tanh)
+            if u.shape != self.mean.shape:
+                raise ValueError(f"pre_tanh has shape {u.shape}, expected {self.mean.shape}")
+            off = ~(np.abs(self._squash(u.data) - a) <= self._tol * self._scale)
+            if off.any():
+                idx = tuple(int(i) for i in np.argwhere(off)[0])
+                raise ValueError(f"pre_tanh does not match actions: at index {list(idx)} it "
+                                 f"squashes to {self._squash(u.data)[idx]}, actions hold {a[idx]}")
+        log_det = ((_LOG_2 - u - _softplus(u * -2.0)) * 2.0).sum(axis=-1)
+        logp = self.base._log_prob(u) - log_det
+        return logp - self._log_scale if self._log_scale else logp
+
+    def entropy(self) -> Tensor:
+        """The entropy of the base Gaussian ``H[u]``, an upper bound of ``H[a] - sum log s``."""
+        return self.base.entropy()
+
+    def kl(self, other: Distribution) -> Tensor:
+        """KL(self || other) of the base Gaussians, equal to the KL of the squashed actions."""
+        if not isinstance(other, TanhNormal):
+            raise TypeError(f"kl needs another TanhNormal, got {type(other).__name__}")
+        if not (_same(self.low, other.low) and _same(self.high, other.high)):
+            raise ValueError(f"kl needs the same bounds, got {self._bounds_text()} and "
+                             f"{other._bounds_text()}")
+        return self.base.kl(other.base)
+
+    def detach(self) -> TanhNormal:
+        return TanhNormal(_frozen_copy(self.mean), _frozen_copy(self.log_std), self.low,
+                          self.high)
+
+    def _bounds_text(self) -> str:
+        if self.low is None:
+            return "no bounds: (-1, 1)"
+        return f"low {self.low.tolist()}, high {self.high.tolist()}"
+
+
+def _check_bound(name: str, x: Any, n: int) -> np.ndarray:
+    """A bound as float64 of shape ``(n,)``, from a scalar or ``(n,)``."""
+    arr = np.asarray(x)
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
+                                     or np.issubdtype(arr.dtype, np.floating)):
+        raise TypeError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    if arr.shape not in ((), (n,)):
+        raise ValueError(f"{name} has shape {arr.shape}, expected () or ({n},)")
+    arr = np.broadcast_to(arr.astype(np.float64), (n,)).copy()
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, got {arr.tolist()}")
+    return arr
+
+
+def _same(x: np.ndarray | None, y: np.ndarray | None) -> bool:
+    return (x is None and y is None) or (x is not None and y is not None
+                                         and np.array_equal(x, y))
