@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
-from agents.base import opt
+from agents.base import log_prob, opt
 from rlgrad.rollout import Minibatch
 from rlgrad.tensor import Tensor
 
@@ -35,13 +35,13 @@ class A2CConfig(ActorCriticConfig):
 
 
 class A2C(ActorCritic):
-    """Advantage actor-critic: one gradient step per rollout on the joint loss
+    r"""Advantage actor-critic: one gradient step per rollout on the joint loss
 
-    .. math:: L = -\\frac1B \\sum_t \\log \\pi_\\theta(a_t|s_t) \\hat A_t
-              + c_v \\frac1B \\sum_t (V_\\theta(s_t) - R_t)^2
-              - c_H \\frac1B \\sum_t H[\\pi_\\theta(\\cdot|s_t)]
+    .. math:: L = -\frac1B \sum_t \log \pi_\theta(a_t|s_t) \hat A_t
+              + c_v \frac1B \sum_t (V_\theta(s_t) - R_t)^2
+              - c_H \frac1B \sum_t H[\pi_\theta(\cdot|s_t)]
 
-    with GAE(lambda) advantages :math:`\\hat A_t` and targets :math:`R_t = \\hat A_t + V(s_t)`
+    with GAE(lambda) advantages :math:`\hat A_t` and targets :math:`R_t = \hat A_t + V(s_t)`
     (lambda 1: the n-step return bootstrapped from V at the rollout's end). The value loss is
     the plain mean squared error, as in SB3 (PPO's has CleanRL's factor 1/2).
     """
@@ -52,7 +52,7 @@ class A2C(ActorCritic):
     def loss(self, mb: Minibatch) -> tuple[Tensor, dict[str, float]]:
         c = self.config
         dist, value = self.evaluate_actions(mb.obs)
-        logp = dist.log_prob(mb.actions)
+        logp = log_prob(dist, mb.actions, mb.get("pre_tanh"))
         adv = mb.advantages
         if c.normalize_advantages:
             adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8) if len(adv) > 1 else adv - adv

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.base import Agent, AgentConfig, opt
+from agents.base import Agent, AgentConfig, log_prob, opt
 from rlgrad.normalize import RunningMeanStd
 from rlgrad.policies import SharedActorCritic, ValueFunction
 from rlgrad.returns import explained_variance, gae
@@ -120,10 +120,10 @@ class ActorCritic(Agent):
             return 0.0, 1.0
         return float(self.value_normalizer.mean), float(np.sqrt(self.value_normalizer.var + 1e-8))
 
-    def record(self, obs, dist, actions):
+    def record(self, obs, dist, actions, pre_tanh=None):
         mu, sigma = self._value_scale()
         value = self.values(obs).data.astype(np.float64) * sigma + mu
-        return {"log_prob": dist.log_prob(actions).data, "value": value}
+        return {"log_prob": log_prob(dist, actions, pre_tanh).data, "value": value}
 
     def prepare(self, batch: Batch) -> None:
         """GAE(lambda) advantages and targets ``R_t = A_t + V(s_t)``, flat ``(B,)``."""

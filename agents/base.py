@@ -33,10 +33,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from rlgrad import nn, optim
 from rlgrad import config as cfg
+from rlgrad import nn, optim
 from rlgrad.checkpoint import rng_state, set_rng_state
-from rlgrad.distributions import Distribution
+from rlgrad.distributions import Distribution, TanhNormal
 from rlgrad.envs import NonFiniteError, VecEnv, make_vec
 from rlgrad.normalize import ObservationNormalizer, RewardScaler
 from rlgrad.policies import make_policy
@@ -45,7 +45,7 @@ from rlgrad.tensor import Tensor, no_grad
 from rlgrad.threads import math_threads
 
 __all__ = ["Agent", "AgentConfig", "EpisodeConfig", "Batch", "Minibatch", "LR_SCHEDULES",
-           "schedule_factor"]
+           "log_prob", "schedule_factor"]
 
 opt = cfg.opt
 LR_SCHEDULES = ("constant", "linear", "cosine")
@@ -226,9 +226,10 @@ class Agent:
         self.policy = self.make_policy()
         self.optimizer = self.make_optimizer(self.policy.parameters(), self.config.lr)
 
-    def record(self, obs: np.ndarray, dist: Distribution, actions: np.ndarray
-               ) -> dict[str, np.ndarray]:
-        """Per-step arrays to keep with the batch (called under no_grad during collection)."""
+    def record(self, obs: np.ndarray, dist: Distribution, actions: np.ndarray,
+               pre_tanh: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Per-step arrays to keep with the batch (called under no_grad during collection);
+        ``pre_tanh`` is the Gaussian sample before squashing, for a squashed policy."""
         return {}
 
     def prepare(self, batch: Batch) -> None:
@@ -280,10 +281,17 @@ class Agent:
         return self.obs_normalizer(obs, update=update)
 
     def collect_step(self, obs: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Actions for observations ``(N, obs_dim)`` during collection, and the per-step extras
+        to keep: ``pre_tanh`` for a squashed Gaussian (so log-probabilities of the stored
+        actions are exact), plus what :meth:`record` returns."""
         with no_grad():
             dist = self.distribution(obs)
-            actions = dist.sample(self.rng)
-            extras = self.record(obs, dist, actions)
+            if isinstance(dist, TanhNormal):
+                actions, pre_tanh = dist.sample_with_pre_tanh(self.rng)
+                extras = {"pre_tanh": pre_tanh}
+            else:
+                actions, extras = dist.sample(self.rng), {}
+            extras.update(self.record(obs, dist, actions, extras.get("pre_tanh")))
         return actions, extras
 
     # ---- acting --------------------------------------------------------------------------
@@ -583,6 +591,13 @@ def schedule_factor(name: str, step: int, total: int, warmup: int = 0) -> float:
     if warmup > 0:
         f *= min(1.0, (step + 1) / warmup)
     return f
+
+
+def log_prob(dist: Distribution, actions: Any, pre_tanh: Any = None) -> Tensor:
+    """log pi(a) of stored actions; exact for a squashed Gaussian when ``pre_tanh`` is given."""
+    if isinstance(dist, TanhNormal):
+        return dist.log_prob(actions, pre_tanh=pre_tanh)
+    return dist.log_prob(actions)
 
 
 def _first_nonfinite(params: list[Tensor], opts: list[optim.Optimizer]) -> Any:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
-from agents.base import opt
+from agents.base import log_prob, opt
 from rlgrad.rollout import Minibatch
 from rlgrad.tensor import Tensor, where
 
@@ -70,18 +70,18 @@ class PPOConfig(ActorCriticConfig):
 
 
 class PPO(ActorCritic):
-    """Proximal policy optimisation, clipped (CleanRL's formulation).
+    r"""Proximal policy optimisation, clipped (CleanRL's formulation).
 
-    For each mini-batch, with ratio :math:`\\rho_t = \\pi_\\theta(a_t|s_t) /
-    \\pi_{old}(a_t|s_t)` and GAE advantages standardised over the mini-batch,
+    For each mini-batch, with ratio :math:`\rho_t = \pi_\theta(a_t|s_t) /
+    \pi_{old}(a_t|s_t)` and GAE advantages standardised over the mini-batch,
 
     .. math::
-        L^{clip} &= \\frac1B \\sum_t \\max\\big(-\\hat A_t \\rho_t,\\;
-                    -\\hat A_t \\operatorname{clip}(\\rho_t, 1 - \\epsilon, 1 + \\epsilon)\\big) \\\\
-        L^{V} &= \\frac1{2B} \\sum_t \\max\\big((V_\\theta(s_t) - R_t)^2,\\;
-                 (V_{old}(s_t) + \\operatorname{clip}(V_\\theta(s_t) - V_{old}(s_t), -\\epsilon,
-                 \\epsilon) - R_t)^2\\big) \\\\
-        L &= L^{clip} + c_v L^V - c_H \\frac1B \\sum_t H[\\pi_\\theta(\\cdot|s_t)]
+        L^{clip} &= \frac1B \sum_t \max\big(-\hat A_t \rho_t,\;
+                    -\hat A_t \operatorname{clip}(\rho_t, 1 - \epsilon, 1 + \epsilon)\big) \\
+        L^{V} &= \frac1{2B} \sum_t \max\big((V_\theta(s_t) - R_t)^2,\;
+                 (V_{old}(s_t) + \operatorname{clip}(V_\theta(s_t) - V_{old}(s_t), -\epsilon,
+                 \epsilon) - R_t)^2\big) \\
+        L &= L^{clip} + c_v L^V - c_H \frac1B \sum_t H[\pi_\theta(\cdot|s_t)]
 
     (``clip_vloss=False``: the first term of :math:`L^V` alone). Logged with it:
     ``approx_kl`` = mean((rho - 1) - log rho), the low-variance estimator of KL(pi_old || pi),
@@ -96,7 +96,7 @@ class PPO(ActorCritic):
     def loss(self, mb: Minibatch) -> tuple[Tensor, dict[str, float]]:
         c = self.config
         dist, value = self.evaluate_actions(mb.obs)
-        logp = dist.log_prob(mb.actions)
+        logp = log_prob(dist, mb.actions, mb.get("pre_tanh"))
         logratio = logp - mb.log_prob.astype(logp.dtype)
         ratio = logratio.exp()
         adv = mb.advantages

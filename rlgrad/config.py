@@ -147,11 +147,12 @@ def _check_number(name: str, kind: str, value: Any, meta: Any) -> None:
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if kind == "float" and not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    bounds = [(meta.get("ge"), ">=", lambda v, b: v >= b), (meta.get("gt"), ">", lambda v, b: v > b),
-              (meta.get("le"), "<=", lambda v, b: v <= b), (meta.get("lt"), "<", lambda v, b: v < b)]
-    for bound, sign, ok in bounds:
-        if bound is not None and not ok(value, bound):
-            raise ValueError(f"{name} must be {_rule(meta)}, got {value!r}")
+    ok = {"ge": value >= meta["ge"] if meta.get("ge") is not None else True,
+          "gt": value > meta["gt"] if meta.get("gt") is not None else True,
+          "le": value <= meta["le"] if meta.get("le") is not None else True,
+          "lt": value < meta["lt"] if meta.get("lt") is not None else True}
+    if not all(ok.values()):
+        raise ValueError(f"{name} must be {_rule(meta)}, got {value!r}")
 
 
 def _rule(meta: Any) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .distributions import Categorical, Distribution, Normal
+from .distributions import Categorical, Distribution, Normal, TanhNormal
 from .nn import MLP, Linear, Module, Parameter
 from .tensor import Tensor
 
@@ -40,19 +40,25 @@ class GaussianPolicy(Module):
     """pi(a|s) = N(mu_theta(s), diag(exp(log_std))^2) for ``Box`` action spaces.
 
     The log-std is one Parameter per action dimension, independent of the state (the usual
-    choice for REINFORCE, PPO and TRPO on MuJoCo), initialised to ``log_std_init``.
+    choice for REINFORCE, PPO and TRPO on MuJoCo), initialised to ``log_std_init``. With
+    ``squash``, the Gaussian sample is squashed by tanh into ``[low, high]``
+    (:class:`rlgrad.distributions.TanhNormal`, log-probabilities with the log-det-Jacobian
+    correction); otherwise only the action sent to the environment is clipped to the bounds.
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden_sizes: Sequence[int] = (64, 64),
                  activation: str = "tanh", init: str = "orthogonal", log_std_init: float = 0.0,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, squash: bool = False,
+                 low: Sequence[float] | None = None, high: Sequence[float] | None = None) -> None:
         super().__init__()
         self.net = MLP([obs_dim, *hidden_sizes, action_dim], activation=activation, init=init,
                        output_gain=0.01, rng=rng)
         self.log_std = Parameter(np.full(action_dim, log_std_init), dtype=np.float32)
+        self.squash = squash
+        self.bounds = _bounds(low, high) if squash else None
 
     def forward(self, obs: Any) -> Distribution:
-        return Normal(self.net(obs), self.log_std)
+        return _gaussian(self.net(obs), self.log_std, self.bounds)
 
     def action_layers(self) -> list[Module]:
         """The modules from observations to the mean, in order (what ``rlgrad.export`` runs)."""
@@ -84,7 +90,8 @@ class SharedActorCritic(Module):
     def __init__(self, discrete: bool, obs_dim: int, action_dim: int,
                  hidden_sizes: Sequence[int] = (64, 64), activation: str = "tanh",
                  init: str = "orthogonal", log_std_init: float = 0.0,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None, squash: bool = False,
+                 low: Sequence[float] | None = None, high: Sequence[float] | None = None) -> None:
         super().__init__()
         self.discrete = discrete
         self.trunk = MLP([obs_dim, *hidden_sizes], activation=activation,
@@ -94,10 +101,18 @@ class SharedActorCritic(Module):
         self.value_head = Linear(hidden_sizes[-1], 1, init=init, gain=1.0, rng=rng)
         if not discrete:
             self.log_std = Parameter(np.full(action_dim, log_std_init), dtype=np.float32)
+        self.squash = squash and not discrete
+        self.bounds = _bounds(low, high) if self.squash else None
 
     def _dist(self, h: Tensor) -> Distribution:
         out = self.policy_head(h)
-        return Categorical(logits=out) if self.discrete else Normal(out, self.log_std)
+        if self.discrete:
+            return Categorical(logits=out)
+        return _gaussian(out, self.log_std, self.bounds)
+
+    def action_layers(self) -> list[Module]:
+        """The modules from observations to logits or mean (what ``rlgrad.export`` runs)."""
+        return [*self.trunk.children(), self.policy_head]
 
     def distribution(self, obs: Any) -> Distribution:
         return self._dist(self.trunk(obs))
@@ -110,9 +125,26 @@ class SharedActorCritic(Module):
         return self._dist(h), self.value_head(h).reshape(-1)
 
 
+def _bounds(low: Any, high: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    if low is None or high is None:
+        return None
+    low, high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise ValueError("a tanh-squashed policy needs finite action bounds, got "
+                         f"low={low.tolist()}, high={high.tolist()}")
+    return low, high
+
+
+def _gaussian(mean: Tensor, log_std: Tensor, bounds: Any) -> Distribution:
+    if bounds is None:
+        return Normal(mean, log_std)
+    return TanhNormal(mean, log_std, *bounds)
+
+
 def make_policy(discrete: bool, obs_dim: int, action_dim: int, **kwargs: Any) -> Module:
     """The policy for a space: categorical over ``action_dim`` actions, or Gaussian."""
     if discrete:
-        kwargs.pop("log_std_init", None)
+        for key in ("log_std_init", "squash", "low", "high"):
+            kwargs.pop(key, None)
         return CategoricalPolicy(obs_dim, action_dim, **kwargs)
     return GaussianPolicy(obs_dim, action_dim, **kwargs)
