@@ -505,7 +505,9 @@ def make_vec(
         raise ValueError(
             f"Invalid vectorization: {vectorization!r} (expected 'auto', 'native' or 'sync')"
         )
-    if autoreset_mode is not None and autoreset_mode not in _MODES:
+    if autoreset_mode is not None and (
+        not isinstance(autoreset_mode, str) or autoreset_mode not in _MODES
+    ):
         raise ValueError(
             f"Invalid autoreset_mode: {autoreset_mode!r} (expected 'same_step', 'next_step' or "
             "None)"

@@ -513,7 +513,7 @@ def test_next_step_reset_clears_pending_autoresets():
     assert obs.shape == (2, 2)
 
 
-@pytest.mark.parametrize("bad", ["", "next", "SameStep", 1])
+@pytest.mark.parametrize("bad", ["", "next", "SameStep", 1, ["same_step"]])
 def test_bad_autoreset_mode(bad):
     with pytest.raises(ValueError, match="autoreset_mode"):
         make_vec("CartPole-v1", 2, 0, autoreset_mode=bad)
@@ -536,7 +536,8 @@ def test_non_finite_actions_never_reach_the_env(bad, clip):
         assert "\n" not in str(info.value)
         assert [sub.unwrapped.steps for sub in env.env.envs] == [0, 0, 0]
         # finite actions whose float32 sum (6e38) overflows are not non-finite
-        env.step(np.full((3, 2), 1e38, dtype=np.float32))
+        with pytest.warns(RuntimeWarning, match="overflow"):
+            env.step(np.full((3, 2), 1e38, dtype=np.float32))
         assert [sub.unwrapped.steps for sub in env.env.envs] == [1, 1, 1]
         with pytest.raises(TypeError, match="Box actions must be real numbers, got dtype bool"):
             env.step(np.zeros((3, 2), dtype=bool))
@@ -555,6 +556,9 @@ def assert_one_line(error: BaseException, *parts: str) -> None:
 
 ZEROS = np.zeros(2, dtype=np.int64)
 
+# Gymnasium's passive env checker warns about the broken environments before they fail
+BROKEN = pytest.mark.filterwarnings("ignore:.*WARN:")
+
 
 def first_error(env_id: str, steps: int = 1, **kwargs) -> BaseException:
     """The one error make_vec, reset or ``steps`` steps raise (failing if none does)."""
@@ -566,6 +570,7 @@ def first_error(env_id: str, steps: int = 1, **kwargs) -> BaseException:
     return info.value
 
 
+@BROKEN
 @pytest.mark.parametrize("env_id", ["tests.tiny_envs:TinyOldStep-v0",
                                     "tests.tiny_envs:TinyOldStepNoLimit-v0"])
 def test_old_step_api_is_one_clear_error(env_id):
@@ -575,6 +580,7 @@ def test_old_step_api_is_one_clear_error(env_id):
                     "Gymnasium's API returns 5 values: obs, reward, terminated, truncated, info")
 
 
+@BROKEN
 @pytest.mark.parametrize("bad_at, steps", [("reset", 0), ("step", 1), ("final", 3)])
 def test_observation_of_the_wrong_shape_is_one_clear_error(bad_at, steps):
     error = first_error("tests.tiny_envs:TinyBadObs-v0", steps, bad_at=bad_at)
@@ -582,6 +588,7 @@ def test_observation_of_the_wrong_shape_is_one_clear_error(bad_at, steps):
     assert_one_line(error, "'TinyBadObs-v0'", "observation of shape (3,)", "(2,)")
 
 
+@BROKEN
 @pytest.mark.parametrize("text", [False, True])
 def test_reward_that_is_not_a_scalar_is_one_clear_error(text):
     error = first_error("tests.tiny_envs:TinyBadReward-v0", text=text)
@@ -655,6 +662,7 @@ def test_missing_dependency_names_our_extra(monkeypatch, env_id, missing, packag
         assert_one_line(info.value, f"'{env_id}' needs", f"pip install 'rlgrad[{extra}]'")
 
 
+@BROKEN
 @pytest.mark.parametrize("missing", ["pygame", "moviepy"])
 def test_record_video_names_the_video_extra(monkeypatch, tmp_path, missing):
     from rlgrad.video import record_video
