@@ -124,7 +124,7 @@ def _eval(args: argparse.Namespace) -> int:
         meta = dict(meta, config=config.to_dict())
         agent.load_state_dict(arrays, meta)
         if args.video is not None:
-            from rlgrad.envs import record_video
+            from rlgrad.video import record_video
 
             returns = record_video(agent, meta["env_id"], args.video, args.episodes, args.seed)
         else:

@@ -1,13 +1,20 @@
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium import spaces
+from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
+from gymnasium.vector import AutoresetMode
 
 from rlgrad.envs import (
+    EnvironmentAPIError,
+    EnvironmentStepError,
     NonFiniteError,
     SpaceSpec,
     VecEnv,
@@ -15,6 +22,7 @@ from rlgrad.envs import (
     check_spaces,
     clip_actions,
     describe_spaces,
+    make,
     make_vec,
     spaces_for,
 )
@@ -262,8 +270,15 @@ def test_native_without_same_step_falls_back_to_sync():
         make_vec("tests.tiny_envs:TinyNextStep-v0", 2, 0, vectorization="native")
     with pytest.raises(ValueError, match="no native vector implementation"):
         make_vec(TINY, 2, 0, vectorization="native")
-    raw = gym.make_vec("CartPole-v1", 2)  # Gymnasium's own: NEXT_STEP
-    with pytest.raises(ValueError, match="autoreset mode"):
+    with make_vec("tests.tiny_envs:TinyNextStep-v0", 2, 0, vectorization="native",
+                  autoreset_mode="next_step") as env:
+        assert env.vectorization == "native" and env.autoreset_mode == "next_step"
+    raw = gym.make_vec("CartPole-v1", 2)  # Gymnasium's own: NEXT_STEP, accepted as such
+    with VecEnv(raw, 0) as env:
+        assert env.autoreset_mode == "next_step"
+    raw = gym.make_vec("CartPole-v1", 2, vectorization_mode="sync",
+                       vector_kwargs={"autoreset_mode": AutoresetMode.DISABLED})
+    with pytest.raises(ValueError, match="autoreset mode.*Disabled"):
         VecEnv(raw, 0)
     raw.close()
 
@@ -349,8 +364,6 @@ def test_inverted_pendulum_constructs_and_steps():
 
 
 def test_same_step_cartpole_has_gymnasiums_dynamics_bitwise():
-    from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
-
     from rlgrad.envs import SameStepCartPoleVectorEnv
 
     ours, theirs = SameStepCartPoleVectorEnv(num_envs=5), CartPoleVectorEnv(num_envs=5)
@@ -365,3 +378,392 @@ def test_same_step_cartpole_has_gymnasiums_dynamics_bitwise():
         for x, y in zip(a[:4], b[:4]):
             np.testing.assert_array_equal(x, y)
     np.testing.assert_array_equal(ours.state, theirs.state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Autoreset modes: NEXT_STEP's autoreset entries are not transitions (CleanRL issue #499)
+
+
+def naive_transitions(env_id: str, seed: int, actions: np.ndarray, **kwargs) -> list[list]:
+    """Per env ``i``: a lone env seeded ``seed + i`` and reset by hand takes ``actions[i]``."""
+    out = []
+    for i, row in enumerate(actions):
+        env = gym.make(env_id, **kwargs)
+        obs, _ = env.reset(seed=seed + i)
+        transitions = []
+        for a in row:
+            next_obs, reward, terminated, truncated, _ = env.step(a)
+            transitions.append((obs, a, reward, terminated, truncated, next_obs))
+            obs = env.reset()[0] if terminated or truncated else next_obs
+        env.close()
+        out.append(transitions)
+    return out
+
+
+def vec_transitions(env: VecEnv, actions: np.ndarray, T: int) -> tuple[list[list], list]:
+    """Step ``T`` times; env ``i`` takes ``actions[i, k]`` at its ``k``-th valid entry.
+
+    Returns the valid transitions of each env and the reported (env, return, length) episodes.
+    """
+    N = env.num_envs
+    taken = np.zeros(N, dtype=np.int64)
+    transitions: list[list] = [[] for _ in range(N)]
+    episodes = []
+    obs = env.reset()
+    for _ in range(T):
+        a = actions[np.arange(N), taken]
+        next_obs, rewards, terminated, truncated, final_obs = env.step(a)
+        assert env.valid.shape == (N,) and env.valid.dtype == bool
+        if env.autoreset_mode == "next_step":
+            assert final_obs is next_obs  # the done step's observation is the final one
+            assert not (rewards[~env.valid].any() or terminated[~env.valid].any()
+                        or truncated[~env.valid].any())
+        else:
+            assert env.valid.all()
+        for i in np.flatnonzero(env.valid):
+            transitions[i].append(
+                (obs[i], a[i], rewards[i], terminated[i], truncated[i], final_obs[i]))
+        episodes += zip(env.finished_envs.tolist(), env.finished_returns.tolist(),
+                        env.finished_lengths.tolist())
+        taken += env.valid
+        obs = next_obs
+    return transitions, episodes
+
+
+def assert_same_transitions(got: list[list], want: list[list]) -> None:
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert len(g) > 0
+        for k, (x, y) in enumerate(zip(g, w)):  # want may run longer than got
+            for name, u, v in zip(["obs", "action", "reward", "terminated", "truncated",
+                                   "final obs"], x, y):
+                np.testing.assert_array_equal(u, v, err_msg=f"env {i} transition {k} {name}")
+
+
+def episodes_of(transitions: list[list]) -> list[tuple[int, float, int]]:
+    """(env, return, length) of the episodes that end within each env's transitions."""
+    out = []
+    for i, row in enumerate(transitions):
+        ret, length = 0.0, 0
+        for _, _, reward, terminated, truncated, _ in row:
+            ret, length = ret + float(reward), length + 1
+            if terminated or truncated:
+                out.append((i, ret, length))
+                ret, length = 0.0, 0
+    return out
+
+
+@pytest.mark.parametrize("mode", ["same_step", "next_step"])
+def test_autoreset_modes_give_the_transitions_of_single_envs(mode):
+    N, T, seed = 3, 150, 7
+    actions = random_actions(2, N, T + 1).astype(np.int64)  # (N, steps): one row per env
+    with make_vec("CartPole-v1", N, seed, vectorization="sync", autoreset_mode=mode,
+                  max_episode_steps=20) as env:
+        assert env.autoreset_mode == mode
+        assert env.env.metadata["autoreset_mode"].value == {"same_step": "SameStep",
+                                                            "next_step": "NextStep"}[mode]
+        got, reported = vec_transitions(env, actions, T)
+        num_steps, num_episodes = env.num_steps, env.num_episodes
+    want = naive_transitions("CartPole-v1", seed, actions, max_episode_steps=20)
+    assert_same_transitions(got, want)
+    flags = np.array([[t[3], t[4]] for row in got for t in row])
+    assert flags[:, 0].any() and flags[:, 1].any()  # both kinds of episode end happened
+    lengths = [len(row) for row in got]
+    if mode == "same_step":
+        assert lengths == [T] * N
+    else:  # one autoreset entry per episode that ended before the last step
+        assert all(T - len(row) >= 3 for row in got)
+    # statistics count transitions only
+    assert num_steps == sum(lengths)
+    assert sorted(reported) == sorted(episodes_of(got))
+    assert num_episodes == len(reported)
+
+
+def test_native_next_step_cartpole_is_gymnasiums_and_matches_same_step():
+    N, T, seed = 4, 200, 3
+    actions = random_actions(5, N, T + 1).astype(np.int64)
+    with make_vec("CartPole-v1", N, seed, autoreset_mode="next_step",
+                  max_episode_steps=25) as nxt:
+        assert nxt.vectorization == "native" and nxt.autoreset_mode == "next_step"
+        assert type(nxt.env.unwrapped) is CartPoleVectorEnv
+        got_next, episodes_next = vec_transitions(nxt, actions, T)
+    with make_vec("CartPole-v1", N, seed, max_episode_steps=25) as same:
+        assert same.vectorization == "native" and same.autoreset_mode == "same_step"
+        got_same, episodes_same = vec_transitions(same, actions, T)
+    # both draw the reset states from one generator in the same order, so the valid
+    # transitions agree exactly; NEXT_STEP has fewer of them (one autoreset per episode)
+    assert sum(map(len, got_next)) < sum(map(len, got_same))
+    assert_same_transitions(got_next, got_same)
+    assert len(episodes_next) > N and sorted(episodes_next) == sorted(episodes_of(got_next))
+    for i in range(N):  # each env's episodes: those of SAME_STEP, fewer of them
+        mine = [e for e in episodes_next if e[0] == i]
+        assert mine == [e for e in episodes_same if e[0] == i][:len(mine)]
+
+
+def test_next_step_reset_clears_pending_autoresets():
+    with make_vec(TINY, 2, 0, autoreset_mode="next_step") as env:
+        env.reset()
+        for _ in range(4):
+            env.step(np.zeros(2, dtype=np.int64))
+        assert len(env.finished_envs) == 2  # both truncated at t = 4
+        obs = env.reset()
+        env.step(np.ones(2, dtype=np.int64))
+        assert env.valid.all() and env.num_steps == 10
+        with pytest.raises(ValueError, match="read-only"):
+            env.valid[0] = False
+    assert obs.shape == (2, 2)
+
+
+@pytest.mark.parametrize("bad", ["", "next", "SameStep", 1, ["same_step"]])
+def test_bad_autoreset_mode(bad):
+    with pytest.raises(ValueError, match="autoreset_mode"):
+        make_vec("CartPole-v1", 2, 0, autoreset_mode=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite actions
+
+
+@pytest.mark.parametrize("clip", [True, False])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_actions_never_reach_the_env(bad, clip):
+    with make_vec("tests.tiny_envs:TinyBox-v0", 3, 0, clip_actions=clip) as env:
+        env.reset()
+        actions = np.zeros((3, 2), dtype=np.float32)
+        actions[1, 1] = bad
+        with pytest.raises(NonFiniteError, match=rf"non-finite action \[ *0\., +{bad}\] for env "
+                                                 r"index 1 \(not sent") as info:
+            env.step(actions)
+        assert "\n" not in str(info.value)
+        assert [sub.unwrapped.steps for sub in env.env.envs] == [0, 0, 0]
+        # finite actions whose float32 sum (6e38) overflows are not non-finite
+        with pytest.warns(RuntimeWarning, match="overflow"):
+            env.step(np.full((3, 2), 1e38, dtype=np.float32))
+        assert [sub.unwrapped.steps for sub in env.env.envs] == [1, 1, 1]
+        with pytest.raises(TypeError, match="Box actions must be real numbers, got dtype bool"):
+            env.step(np.zeros((3, 2), dtype=bool))
+
+
+# ---------------------------------------------------------------------------------------------
+# Environments that break Gymnasium's API, or raise
+
+
+def assert_one_line(error: BaseException, *parts: str) -> None:
+    message = str(error)
+    assert "\n" not in message, message
+    for part in parts:
+        assert part in message, message
+
+
+ZEROS = np.zeros(2, dtype=np.int64)
+
+# Gymnasium's passive env checker warns about the broken environments before they fail
+BROKEN = pytest.mark.filterwarnings("ignore:.*WARN:")
+
+
+def first_error(env_id: str, steps: int = 1, **kwargs) -> BaseException:
+    """The one error make_vec, reset or ``steps`` steps raise (failing if none does)."""
+    with pytest.raises(Exception) as info:  # noqa: B017 - each caller checks the type
+        with make_vec(env_id, 2, 0, **kwargs) as env:
+            env.reset()
+            for _ in range(steps):
+                env.step(ZEROS)
+    return info.value
+
+
+@BROKEN
+@pytest.mark.parametrize("env_id", ["tests.tiny_envs:TinyOldStep-v0",
+                                    "tests.tiny_envs:TinyOldStepNoLimit-v0"])
+def test_old_step_api_is_one_clear_error(env_id):
+    error = first_error(env_id)
+    assert isinstance(error, EnvironmentAPIError) and isinstance(error, ValueError)
+    assert_one_line(error, env_id.split(":")[1], "old Gym step API",
+                    "Gymnasium's API returns 5 values: obs, reward, terminated, truncated, info")
+
+
+@BROKEN
+@pytest.mark.parametrize("bad_at, steps", [("reset", 0), ("step", 1), ("final", 3)])
+def test_observation_of_the_wrong_shape_is_one_clear_error(bad_at, steps):
+    error = first_error("tests.tiny_envs:TinyBadObs-v0", steps, bad_at=bad_at)
+    assert isinstance(error, EnvironmentAPIError)
+    assert_one_line(error, "'TinyBadObs-v0'", "observation of shape (3,)", "(2,)")
+
+
+@BROKEN
+@pytest.mark.parametrize("text", [False, True])
+def test_reward_that_is_not_a_scalar_is_one_clear_error(text):
+    error = first_error("tests.tiny_envs:TinyBadReward-v0", text=text)
+    assert isinstance(error, EnvironmentAPIError)
+    assert_one_line(error, "'TinyBadReward-v0' (env index 0)", "reward",
+                    "'x'" if text else "shape (2,)", "expected one scalar number")
+
+
+@pytest.mark.parametrize("fault, parts", [
+    ("old_api", ["TinyBrokenVector", "Gymnasium's API returns 5 values"]),
+    ("obs_shape", ["observations of shape (2, 3)", "expected (2, 2)", "shape (2,)"]),
+    ("reward_shape", ["rewards of shape (2, 1)", "expected (2,)", "one scalar per"]),
+])
+def test_user_vector_env_breaking_the_api_is_one_clear_error(fault, parts):
+    from tests.tiny_envs import TinyBrokenVector
+
+    with VecEnv(TinyBrokenVector(fault), 0) as env:
+        env.reset()
+        with pytest.raises(EnvironmentAPIError) as info:
+            env.step(ZEROS)
+    assert_one_line(info.value, *parts)
+
+
+@pytest.mark.parametrize("error_type", [OSError, ValueError])
+def test_exception_in_env_step_is_an_environment_step_error(error_type):
+    error = first_error("tests.tiny_envs:TinyRaises-v0", 2, error_type=error_type)
+    assert type(error) is EnvironmentStepError and isinstance(error, RuntimeError)
+    assert not isinstance(error, ValueError)  # not mistaken for a bad argument
+    assert str(error) == (f"Environment 'TinyRaises-v0' raised {error_type.__name__} in step: "
+                          "physics exploded second line")
+    assert type(error.__cause__) is error_type
+
+
+def test_exception_in_env_reset_is_an_environment_step_error():
+    error = first_error("tests.tiny_envs:TinyRaises-v0", 0, in_reset=True)
+    assert type(error) is EnvironmentStepError and type(error.__cause__) is KeyError
+    assert_one_line(error, "'TinyRaises-v0' raised KeyError in reset", "no such level")
+
+
+@pytest.mark.parametrize("bad", [-1, True, 1.5, "0"])
+def test_bad_seed(bad):
+    with pytest.raises(ValueError, match="seed must be a non-negative integer or None"):
+        make_vec("CartPole-v1", 2, bad)
+    with make_vec("CartPole-v1", 2, 0) as env:
+        with pytest.raises(ValueError, match="seed must be a non-negative integer or None"):
+            env.reset(seed=bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optional dependencies
+
+
+def hide_package(monkeypatch, missing: str, package: str) -> None:
+    """Make ``import missing`` fail and ``package`` be imported afresh (and fail with it)."""
+    monkeypatch.setitem(sys.modules, missing, None)
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+@pytest.mark.parametrize("env_id, missing, package, extra", [
+    ("Hopper-v5", "mujoco", "gymnasium.envs.mujoco", "mujoco"),
+    ("LunarLander-v3", "Box2D", "gymnasium.envs.box2d", "box2d"),
+])
+def test_missing_dependency_names_our_extra(monkeypatch, env_id, missing, package, extra):
+    hide_package(monkeypatch, missing, package)
+    for call in (lambda: make_vec(env_id, 1, 0), lambda: describe_spaces(env_id),
+                 lambda: make(env_id)):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert type(info.value) is ValueError
+        assert_one_line(info.value, f"'{env_id}' needs", f"pip install 'rlgrad[{extra}]'")
+
+
+@BROKEN
+@pytest.mark.parametrize("missing", ["pygame", "moviepy"])
+def test_record_video_names_the_video_extra(monkeypatch, tmp_path, missing):
+    from rlgrad.video import record_video
+
+    class Still:
+        def act(self, obs, deterministic=False):
+            return np.zeros(len(obs), dtype=np.int64)
+
+    monkeypatch.setitem(sys.modules, missing, None)
+    with pytest.raises(ValueError) as info:
+        record_video(Still(), "CartPole-v1", tmp_path / "videos")
+    assert_one_line(info.value, "recording video", "pip install 'rlgrad[video]'")
+
+
+# ---------------------------------------------------------------------------------------------
+# MuJoCo's log file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HOPPER_RUN = """
+import numpy as np
+from rlgrad.envs import make_vec
+env = make_vec("Hopper-v5", 1, seed=0)
+env.reset()
+rng = np.random.default_rng(0)
+for _ in range(100):
+    env.step(rng.uniform(-1, 1, size=(1, 3)))
+# what an unstable simulation does: MuJoCo warns (and resets the state)
+env.env.envs[0].unwrapped.data.qvel[:] = 1e12
+env.step(np.zeros((1, 3)))
+env.close()
+"""
+
+
+def test_mujoco_run_writes_no_log_file_and_no_deprecation_warnings(tmp_path):
+    pytest.importorskip("mujoco")
+    run = subprocess.run(
+        [sys.executable, "-W", "default", "-c", HOPPER_RUN], cwd=tmp_path, capture_output=True,
+        text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "huge value in QVEL" in run.stderr  # the warning happened, and still reaches stderr
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert "DeprecationWarning" not in run.stderr, run.stderr
+
+
+def test_mujoco_log_file_chosen_by_the_user_is_kept(tmp_path):
+    mujoco = pytest.importorskip("mujoco")
+    before = mujoco.MjLogConfig.get()
+    try:
+        mine = mujoco.MjLogConfig.get()
+        mine.logto_file, mine.logfile = True, str(tmp_path / "mine.log")
+        mine.set()
+        make_vec("InvertedPendulum-v5", 1, 0).close()
+        now = mujoco.MjLogConfig.get()
+        assert now.logto_file and now.logfile == str(tmp_path / "mine.log")
+    finally:
+        before.set()
+
+
+def test_mujoco_without_log_config_gets_a_warning_callback(monkeypatch):
+    import types
+
+    from rlgrad import envs
+
+    installed = []
+    fake = types.SimpleNamespace(get_mju_user_warning=lambda: None,
+                                 set_mju_user_warning=installed.append)
+    monkeypatch.setitem(sys.modules, "mujoco", fake)
+    envs._keep_mujoco_log_out_of_cwd()
+    assert len(installed) == 1
+    with pytest.warns(RuntimeWarning, match="^MuJoCo: Nan, Inf or huge value in QACC$"):
+        installed[0]("Nan, Inf or huge value\nin QACC")
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids that import a module
+
+
+def forget_tiny_envs(monkeypatch) -> None:
+    monkeypatch.delitem(sys.modules, "tests.tiny_envs", raising=False)
+    for name in [k for k in gym.registry if k.startswith("Tiny")]:
+        monkeypatch.delitem(gym.registry, name)
+
+
+def _make_vec_closed(env_id, **kwargs):
+    make_vec(env_id, 1, 0, **kwargs).close()
+
+
+def _make_closed(env_id, **kwargs):
+    make(env_id, **kwargs).close()
+
+
+@pytest.mark.parametrize("call", [_make_vec_closed, describe_spaces, spaces_for, _make_closed])
+def test_allow_import_false_refuses_to_import_a_module(monkeypatch, call):
+    forget_tiny_envs(monkeypatch)
+    with pytest.raises(ValueError) as info:
+        call(TINY, allow_import=False)
+    assert_one_line(info.value, "checkpoint names environment 'tests.tiny_envs:Tiny-v0'",
+                    "module 'tests.tiny_envs'",
+                    "pass --env tests.tiny_envs:Tiny-v0 on the command line to vouch for it")
+    assert "tests.tiny_envs" not in sys.modules  # nothing ran
+    call("CartPole-v1", allow_import=False)  # plain ids import nothing
+    call(TINY)  # the user typed it
+    call(TINY, allow_import=False)  # imported already: importing again runs nothing

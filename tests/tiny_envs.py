@@ -52,12 +52,14 @@ class TinyBox(gym.Env):
     def __init__(self):
         self.observation_space = spaces.Box(-np.inf, np.inf, shape=(3,), dtype=np.float32)
         self.action_space = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+        self.steps = 0  # calls of step, so tests can see what reached the environment
 
     def reset(self, *, seed=None, options=None):
         super().reset(seed=seed)
         return np.zeros(3, dtype=np.float32), {}
 
     def step(self, action):
+        self.steps += 1
         return np.zeros(3, dtype=np.float32), float(np.sum(action)), False, False, {}
 
 
@@ -89,6 +91,103 @@ class TinyNextStepVector(VectorEnv):
         return np.zeros((n, 2)), np.ones(n), np.zeros(n, bool), np.zeros(n, bool), {}
 
 
+class TinyOldStep(Tiny):
+    """The old Gym step API: ``step`` returns 4 values ``(obs, reward, done, info)``."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated or truncated, info
+
+
+class TinyBadObs(Tiny):
+    """Returns observations of shape ``(3,)`` where its space says ``(2,)``.
+
+    ``bad_at``: ``"reset"``, ``"step"`` (every step) or ``"final"`` (the last step of an episode,
+    which ends by termination at ``t == 3``).
+    """
+
+    def __init__(self, bad_at: str = "reset"):
+        super().__init__(terminate_at=3)
+        self.bad_at = bad_at
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed)
+        return (np.zeros(3) if self.bad_at == "reset" else obs), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        if self.bad_at == "step" or (self.bad_at == "final" and terminated):
+            obs = np.zeros(3)
+        return obs, reward, terminated, truncated, info
+
+
+class TinyBadReward(Tiny):
+    """A reward that is not a scalar: ``np.array([1.0, 1.0])``, or ``"x"`` with ``text=True``."""
+
+    def __init__(self, text: bool = False):
+        super().__init__()
+        self.text = text
+
+    def step(self, action):
+        obs, _, terminated, truncated, info = super().step(action)
+        reward = "x" if self.text else np.array([1.0, 1.0])
+        return obs, reward, terminated, truncated, info
+
+
+class TinyRaises(Tiny):
+    """Raises ``error_type`` (a two-line message) in step ``raise_at``, or KeyError in reset."""
+
+    def __init__(self, raise_at: int = 2, in_reset: bool = False,
+                 error_type: type[Exception] = OSError):
+        super().__init__()
+        self.raise_at = raise_at
+        self.in_reset = in_reset
+        self.error_type = error_type
+
+    def reset(self, *, seed=None, options=None):
+        if self.in_reset:
+            raise KeyError("no such level\nsecond line")
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        if self.t + 1 == self.raise_at:
+            raise self.error_type("physics exploded\nsecond line")
+        return super().step(action)
+
+
+class TinyBrokenVector(VectorEnv):
+    """A user-built SAME_STEP vector env with one fault in its step output.
+
+    ``fault``: ``"old_api"`` (4 values), ``"obs_shape"`` (observations ``(N, 3)``, space
+    ``(2,)``) or ``"reward_shape"`` (rewards ``(N, 1)``).
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, fault: str, num_envs: int = 2):
+        self.fault = fault
+        self.num_envs = num_envs
+        self.single_observation_space = spaces.Box(-np.inf, np.inf, shape=(2,), dtype=np.float64)
+        self.single_action_space = spaces.Discrete(2)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros((self.num_envs, 2)), {}
+
+    def step(self, actions):
+        n = self.num_envs
+        obs, rewards = np.zeros((n, 2)), np.ones(n)
+        done = np.zeros(n, dtype=bool)
+        if self.fault == "old_api":
+            return obs, rewards, done, {}
+        if self.fault == "obs_shape":
+            obs = np.zeros((n, 3))
+        if self.fault == "reward_shape":
+            rewards = np.ones((n, 1))
+        return obs, rewards, done, done.copy(), {}
+
+
 gym.register("Tiny-v0", entry_point=Tiny, max_episode_steps=4)
 gym.register("TinyBox-v0", entry_point=TinyBox, max_episode_steps=10)
 gym.register("TinyDict-v0", entry_point=TinyDict)
@@ -98,6 +197,12 @@ gym.register(
     vector_entry_point=TinyNextStepVector,
     max_episode_steps=4,
 )
+
+gym.register("TinyOldStep-v0", entry_point=TinyOldStep, max_episode_steps=4)
+gym.register("TinyOldStepNoLimit-v0", entry_point=TinyOldStep)
+gym.register("TinyBadObs-v0", entry_point=TinyBadObs, max_episode_steps=10)
+gym.register("TinyBadReward-v0", entry_point=TinyBadReward, max_episode_steps=4)
+gym.register("TinyRaises-v0", entry_point=TinyRaises, max_episode_steps=4)
 
 
 class Signal(gym.Env):
