@@ -17,8 +17,9 @@ and reads nothing it was not asked to:
   never writes one, and a link could point anywhere). A device (``/dev/urandom``), FIFO, socket
   or directory is refused from its ``stat``, before it is opened;
 - reading is bounded: the JSON is refused above :data:`MAX_JSON_BYTES` (64 MiB) before it is
-  read, and the arrays file's size is compared with the size the JSON records before it is
-  read, which is then the most that is read (a file that changes meanwhile is refused).
+  read (and metadata that would exceed it is refused on save), and the arrays file's size is
+  compared with the size the JSON records before it is read, which is then the most that is
+  read (a file that changes meanwhile is refused).
 
 **Nothing lost.** Each file is written to a temporary file ``.PREFIX.<16 hex>.tmp`` in the same
 directory, flushed, fsynced and moved into place with ``os.replace``. The arrays file goes first
@@ -33,7 +34,7 @@ the JSON goes last and is the commit point:
   orphaned by a crash. One writer per prefix; any number of readers.
 
 A process killed mid-save leaves its temporary file behind. The next save *and* the next load of
-that prefix in that directory remove such orphans, and only files named exactly
+that prefix in that directory remove such orphans, and only regular files named exactly
 ``.PREFIX.<16 hex>.tmp``. A writer holds an exclusive ``fcntl.flock`` on its temporary file from
 creation to rename, and the cleaner removes only a file it can lock itself, so a live writer's
 file, in this process or another, is never touched, however slow its disk, while the kernel drops
@@ -309,7 +310,12 @@ def _temp_file(directory: Path, stem: str) -> Iterator[tuple[Path, BinaryIO]]:
     temporary name; on an exception it is removed, still locked.
     """
     tmp, fd = _create_locked(directory, stem)
-    f = os.fdopen(fd, "w+b")
+    try:
+        f = os.fdopen(fd, "w+b")
+    except BaseException:
+        _remove(tmp)
+        os.close(fd)
+        raise
     try:
         yield tmp, f
     except BaseException:
@@ -633,9 +639,12 @@ def _read_json(json_path: Path) -> dict[str, Any]:
             f"{json_path}: checkpoint format version {version!r}, this rlgrad reads version "
             f"{FORMAT_VERSION}"
         )
-    checksum = document.get(CHECKSUM_KEY)
     body = {k: v for k, v in document.items() if k != CHECKSUM_KEY}
-    if checksum != _document_sha256(body):
+    try:
+        checksum = _document_sha256(body)
+    except (ValueError, RecursionError) as e:  # nesting that parses but does not print back
+        raise CheckpointError(f"{json_path}: cannot compute its checksum ({e})") from None
+    if document.get(CHECKSUM_KEY) != checksum:
         raise CheckpointError(
             f"{json_path}: the metadata does not match its checksum ({CHECKSUM_KEY}); the file "
             "was edited or damaged after it was saved"

@@ -763,19 +763,19 @@ def enospc() -> OSError:
     return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
-def fail_fsync_of_file_starting_with(monkeypatch, head: bytes) -> list[int]:
+def fail_fsync_of_file_starting_with(monkeypatch, head: bytes) -> dict[str, int]:
     """Make os.fsync of a regular file whose content starts with ``head`` fail with ENOSPC."""
     real = os.fsync
-    failed = []
+    calls = {"count": 0}
 
     def fsync(fd):
         if stat.S_ISREG(os.fstat(fd).st_mode) and os.pread(fd, len(head), 0) == head:
-            failed.append(fd)
+            calls["count"] += 1
             raise enospc()
         return real(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    return failed
+    return calls
 
 
 @pytest.mark.skipif(not hasattr(os, "pread"), reason="needs os.pread")
@@ -784,13 +784,13 @@ def test_full_disk_keeps_previous_checkpoint_and_says_so_in_one_line(tmp_path, m
     json_path = save_checkpoint(tmp_path, {"w": np.zeros(3)}, {"version": "old"})
     before = files_in(tmp_path)
     if where == "writing the arrays":
-        failed = fail_on_call(monkeypatch, np.lib.format, "write_array", 1, error=enospc())
+        calls = fail_on_call(monkeypatch, np.lib.format, "write_array", 1, error=enospc())
     else:
         head = b"PK\x03\x04" if where == "syncing the arrays" else b"{"
-        failed = fail_fsync_of_file_starting_with(monkeypatch, head)
+        calls = fail_fsync_of_file_starting_with(monkeypatch, head)
     with pytest.raises(OSError) as info:
         save_checkpoint(tmp_path, {"w": np.ones(3)}, {"version": "new"})
-    assert failed
+    assert calls["count"] == 1
     monkeypatch.undo()
     assert info.value.errno == errno.ENOSPC
     assert str(info.value) == (
