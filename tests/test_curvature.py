@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - torch's usual name
 
 import rlgrad
+import rlgrad.curvature
 from rlgrad import nn
 from rlgrad.curvature import _TANGENT_RULES, _TANGENTS, _detached, _JacobianProducts
 from rlgrad.distributions import LOG_STD_MAX, LOG_STD_MIN, Categorical, Distribution, Normal
@@ -459,6 +460,33 @@ def test_full_dimension_lanczos_is_exact(net_loss):
         got = rlgrad.hessian_eigenvalues(nl.loss(), nl.params, k=nl.dim, which="SA",
                                          iterations=iterations, rng=2)
         np.testing.assert_allclose(got, true, rtol=0, atol=1e-12 * scale)
+
+
+@pytest.mark.parametrize("spectrum", ["geometric", "clustered"])
+def test_full_dimension_lanczos_is_exact_on_hard_spectra(spectrum):
+    """Eleven decades, or thirty eigenvalues within 3e-8 of each other: without
+    reorthogonalisation Lanczos loses orthogonality and returns copies of converged values."""
+    eigs = (np.geomspace(1e-10, 1.0, 61) if spectrum == "geometric"
+            else np.r_[np.ones(30), 1 + 1e-9 * np.arange(30), 5.0])
+    loss, params = quadratic(eigs, seed=3)
+    got = rlgrad.hessian_eigenvalues(loss, params, k=61, which="SA", rng=3)
+    np.testing.assert_allclose(got, np.sort(eigs), rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA"])
+def test_lanczos_runs_as_long_as_convergence_needs(which, monkeypatch):
+    """200 evenly spaced eigenvalues: small relative gaps, so about 90 steps before the test
+    passes (the basis grows past its first allocation), and the answer is exact."""
+    eigs = np.linspace(1.0, 2.0, 200)
+    loss, params = quadratic(eigs, seed=3)
+    calls = []
+    product = rlgrad.curvature._HessianVectorProduct.__call__
+    monkeypatch.setattr(rlgrad.curvature._HessianVectorProduct, "__call__",
+                        lambda self, v: calls.append(1) or product(self, v))
+    got = rlgrad.hessian_eigenvalues(loss, params, k=3, which=which, rng=3)
+    expected = eigs[::-1][:3] if which == "LA" else eigs[:3]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert 40 < len(calls) < 200
 
 
 def test_lanczos_on_a_larger_network_finds_the_extremes_before_the_dimension():
