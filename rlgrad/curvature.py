@@ -507,6 +507,9 @@ class FisherVectorProduct:
             fv = [np.zeros(p.shape, dtype=p.dtype) if h is None else h.data
                   for h, p in zip(hv, self.params)]
         out = _join(fv, self.dtype)
+        if not np.isfinite(out).all():
+            raise ValueError("the Fisher-vector product is not finite: the distribution's "
+                             "parameters (or the policy's inputs) are not finite")
         if self.damping:
             out += self.damping * flat.astype(self.dtype, copy=False)
         return out

@@ -323,6 +323,12 @@ def test_fvp_rejects_bad_input():
     for method in ("analytic", "double_backprop"):
         with pytest.raises(ValueError, match="any of params"):
             rlgrad.FisherVectorProduct(pol.dist(), [other], method=method)
+    pol.obs[0, 0] = np.nan  # a non-finite observation: the product would be nan
+    for method in ("analytic", "double_backprop"):
+        with np.errstate(invalid="ignore"):
+            broken = rlgrad.FisherVectorProduct(pol.dist(), params, method=method)
+            with pytest.raises(ValueError, match="product is not finite"):
+                broken(np.ones(pol.dim))
     fvp = rlgrad.FisherVectorProduct(dist, params)
     with pytest.raises(ValueError, match=rf"\({pol.dim},\)"):
         fvp(np.zeros(pol.dim + 1))
