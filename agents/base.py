@@ -100,6 +100,10 @@ class AgentConfig:
     grad_variance_batches: int = field(default=0, metadata=opt(
         "measure the policy gradient's variance across this many disjoint mini-batches of "
         "each batch (diagnostics/grad_variance); 0 disables it", ge=0, resume=True))
+    curvature_every: int = field(default=0, metadata=opt(
+        "every this many updates, measure the policy loss's curvature before the update "
+        "(curvature/*: Hessian extreme eigenvalues, trace, top Fisher eigenvalue, gradient "
+        "noise scale); 0 disables it", ge=0, resume=True))
 
     def validate(self) -> None:
         """Raise ValueError/TypeError naming the first bad value and what was expected."""
@@ -412,6 +416,11 @@ class Agent:
         if c.grad_variance_batches > 1:
             for k, v in self.gradient_variance(batch, c.grad_variance_batches).items():
                 totals[k] = [v]
+        if c.curvature_every and self.num_updates % c.curvature_every == 0:
+            from agents.diagnostics import curvature_metrics
+
+            for k, v in curvature_metrics(self, batch).items():
+                totals[f"curvature/{k}"] = [v]
         for mb in batch.minibatches(c.minibatch_size, c.update_epochs, self.rng):
             loss, metrics = self.loss(mb)
             metrics["grad_norm"] = self.gradient_step(loss)
@@ -465,33 +474,10 @@ class Agent:
         return "?"
 
     def gradient_variance(self, batch: Batch, k: int) -> dict[str, float]:
-        r"""The spread of the policy-gradient estimate across ``k`` disjoint random mini-batches
-        of the same batch (the same policy), without changing any parameter; drawn from the
-        diagnostics generator, so measuring it does not change the run.
+        """See :func:`agents.diagnostics.gradient_variance` (diagnostics generator only)."""
+        from agents.diagnostics import gradient_variance
 
-        .. math:: \mathrm{Var} = \textstyle\sum_j \widehat{\mathrm{Var}}_i[g_{ij}], \qquad
-                  \mathrm{relative} = \mathrm{Var} / \lVert \bar g \rVert^2
-
-        ``grad_variance`` is the trace of the covariance of the mini-batch gradients g_i;
-        ``grad_relative_variance`` divides it by the squared norm of their mean, which does not
-        depend on the scale of the weights (raw returns vs normalised advantages).
-        """
-        from rlgrad.autograd import grad
-
-        params = list(self.policy.parameters())
-        arrays = batch.flat_arrays()
-        order = self.diagnostics_rng.permutation(batch.size)
-        grads = []
-        for idx in np.array_split(order, k):
-            loss, _ = self.loss(Minibatch({key: v[idx] for key, v in arrays.items()}, 0, True))
-            gs = grad(loss, params, allow_unused=True)
-            grads.append(np.concatenate([np.zeros(p.size) if g is None else g.data.ravel()
-                                         for g, p in zip(gs, params)]))
-        g = np.stack(grads).astype(np.float64)
-        var = float(g.var(axis=0, ddof=1).sum())
-        mean_sq = float(np.square(g.mean(axis=0)).sum())
-        return {"grad_variance": var,
-                "grad_relative_variance": var / mean_sq if mean_sq > 0 else float("nan")}
+        return gradient_variance(self, batch, k)
 
     # ---- evaluation ----------------------------------------------------------------------
     def evaluate(self, episodes: int = 10, seed: int | None = None, deterministic: bool = True,
