@@ -3,6 +3,15 @@
 This module is the composition root: the only place in ``rlgrad`` that looks agents up, by name
 in ``agents.AGENTS`` or as ``--agent package.module:ClassName`` for a user's own agent. It has no
 logic of its own beyond turning options into calls.
+
+Code runs only where the user names it. A ``package.module:ClassName`` agent or a
+``module:Env-v0`` environment typed on the command line is imported, with the current directory
+on ``sys.path`` as ``python -m`` has it. One named in a checkpoint never is: ``rlgrad eval`` and
+``rlgrad train --resume`` take the agents ``agents.AGENTS`` registers and the environments
+Gymnasium already knows, and for anything else say which ``--agent`` / ``--env`` to type.
+
+Errors are one line on stderr, ``rlgrad: error: ...``, exit status 1 (2 for options argparse or
+the agent lookup refuses, 130 after Ctrl-C).
 """
 
 from __future__ import annotations
@@ -10,11 +19,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main", "resolve_agent", "build_config"]
+__all__ = ["main", "resolve_agent", "build_config", "checkpoint_agent", "checkpoint_env"]
 
 
 def _agents() -> dict[str, type]:
@@ -24,10 +35,89 @@ def _agents() -> dict[str, type]:
 
 
 def resolve_agent(spec: str) -> type:
-    """An agent class by registered name or as ``package.module:ClassName``."""
+    """An agent class by registered name or as ``package.module:ClassName`` (imported)."""
+    from agents import Agent
     from rlgrad.sweep import resolve_agent as resolve
 
-    return resolve(spec, _agents())
+    cls = resolve(spec, _agents())
+    if not (isinstance(cls, type) and issubclass(cls, Agent)):
+        raise TypeError(f"agent {spec!r} is {cls!r}, not an agent class (a subclass of "
+                        "agents.Agent)")
+    return cls
+
+
+def checkpoint_agent(meta: dict[str, Any], where: Any) -> type:
+    """The agent class a checkpoint names, if it is one ``agents.AGENTS`` registers (by name,
+    and at the module path the checkpoint recorded, if any). Never imports anything: a class
+    elsewhere must be named on the command line (``--agent``)."""
+    name, path = meta.get("agent"), meta.get("agent_path")
+    cls = _agents().get(name) if isinstance(name, str) else None
+    if cls is not None and path in (None, f"{cls.__module__}:{cls.__qualname__}"):
+        return cls
+    typed = path if isinstance(path, str) and ":" in path else "package.module:ClassName"
+    raise ValueError(f"{where}: the checkpoint's agent {path or name!r} is not one of rlgrad's "
+                     f"({', '.join(sorted(_agents()))}) and rlgrad does not import code that a "
+                     f"checkpoint names; if you trust it, name it: --agent {typed}")
+
+
+def checkpoint_env(meta: dict[str, Any], where: Any) -> str:
+    """The environment id a checkpoint names, if loading it imports nothing new: an id without
+    a module part (Gymnasium's registry decides, as for any id), or ``module:Env-v0`` whose
+    module is already imported and has registered ``Env-v0``. Otherwise it must be named on the
+    command line (``--env``)."""
+    env_id = meta.get("env_id")
+    if not isinstance(env_id, str) or not env_id:
+        raise ValueError(f"{where}: the checkpoint names no environment; give --env")
+    module, _, name = env_id.rpartition(":")
+    if not module:
+        return env_id
+    import gymnasium as gym
+
+    if module in sys.modules and name in gym.registry:
+        return env_id
+    raise ValueError(f"{where}: the checkpoint's environment {env_id!r} needs module "
+                     f"{module!r} and rlgrad does not import code that a checkpoint names; if "
+                     f"you trust it, name it: --env {env_id}")
+
+
+def _import_from_cwd() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does (the console
+    script does not), for a module the user typed. Sweep workers inherit it."""
+    cwd = os.getcwd()
+    if not any(os.path.abspath(p or os.curdir) == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
+
+
+def _typed_names(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The values of ``--agent`` and ``--env`` on the command line, before the real parse."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    pre.add_argument("--agent", nargs="+", default=[])
+    pre.add_argument("--env", nargs="+", default=[])
+    try:
+        known, _ = pre.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        return [], []  # the real parser reports it
+    return known.agent, known.env
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _threads(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
 
 
 def _config_fields(classes: list[type]) -> dict[str, tuple[dataclasses.Field, dict[str, Any]]]:
@@ -42,7 +132,8 @@ def _config_fields(classes: list[type]) -> dict[str, tuple[dataclasses.Field, di
 
 
 def _add_config_options(parser: argparse.ArgumentParser, classes: list[type]) -> None:
-    group = parser.add_argument_group("agent options (default: the agent's own)")
+    group = parser.add_argument_group("agent options (default: the agent's own; with --resume: "
+                                      "the run's)")
     for name, (f, defaults) in _config_fields(classes).items():
         default = next(iter(defaults.values()))
         values = set(map(repr, defaults.values()))
@@ -56,41 +147,65 @@ def _add_config_options(parser: argparse.ArgumentParser, classes: list[type]) ->
             kw["action"] = argparse.BooleanOptionalAction
         elif isinstance(default, tuple):
             kw.update(nargs="+", type=int, metavar="N")
+        elif isinstance(default, float):
+            kw["type"] = _finite_float
         else:
             kw["type"] = type(default)
         group.add_argument(flag, dest=f"cfg_{name}", **kw)
 
 
-def build_config(cls: type, args: argparse.Namespace) -> Any:
-    """The agent's config with every option given on the command line."""
-    given = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The agent options given on the command line."""
+    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+
+
+def _option(key: str) -> str:
+    """The command-line option of a config field or of a run's identity."""
+    return {"agent": "--agent", "env_id": "--env"}.get(key, "--" + key.replace("_", "-"))
+
+
+def build_config(cls: type, args: argparse.Namespace,
+                 base: dict[str, Any] | None = None) -> Any:
+    """The agent's config: ``base`` (e.g. a checkpoint's config; default the agent's defaults)
+    with every option given on the command line, validated."""
+    given = _given(args)
     own = {f.name for f in dataclasses.fields(cls.config_class)}
     foreign = sorted(set(given) - own)
     if foreign:
-        opts = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        opts = ", ".join(_option(k) for k in foreign)
         raise ValueError(f"option(s) {opts} do not apply to agent {cls.name!r}")
-    config = cls.config_class.from_dict(given)
+    values = {k: v for k, v in (base or {}).items() if k in own}
+    config = cls.config_class.from_dict({**values, **given})
     config.validate()
     return config
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rlgrad.checkpoint import load_checkpoint
-    from rlgrad.train import train
+    from rlgrad.train import conflict_message, resume_conflicts, train
 
     if args.resume is not None:
-        _, meta = load_checkpoint(args.resume)
-        cls = resolve_agent(meta.get("agent_path") or meta["agent"])
-        config = cls.config_class.from_dict(meta["config"])
-        env_id, seed = meta["env_id"], meta["seed"]
+        from rlgrad.checkpoint import load_checkpoint
+
+        if args.run_name is not None:
+            raise ValueError("--run-name does not go with --resume: a resumed run keeps its "
+                             "directory")
         if args.total_steps is None:
             raise ValueError("--resume needs --total-steps (the run's total budget)")
+        _, meta = load_checkpoint(args.resume)
+        cls = resolve_agent(args.agent) if args.agent else checkpoint_agent(meta, args.resume)
+        env_id = args.env if args.env else checkpoint_env(meta, args.resume)
+        seed = meta.get("seed") if args.seed is None else args.seed
+        conflicts = resume_conflicts(meta, cls.config_class, _given(args), agent=cls.name,
+                                     env_id=env_id, seed=seed)
+        if conflicts:
+            raise ValueError(conflict_message(args.resume, conflicts, _option))
+        config = build_config(cls, args, meta.get("config"))
     else:
         if args.agent is None or args.env is None:
             raise ValueError("train needs --agent and --env (or --resume CHECKPOINT)")
         cls = resolve_agent(args.agent)
         config = build_config(cls, args)
-        env_id, seed = args.env, args.seed
+        env_id, seed = args.env, 0 if args.seed is None else args.seed
         if args.total_steps is None:
             args.total_steps = 200_000
 
@@ -102,8 +217,9 @@ def _train(args: argparse.Namespace) -> int:
         resume_from=args.resume,
         eval_episodes=args.eval_episodes,
         save_every=args.save_every,
-        progress=False if args.quiet else None,
+        progress=not args.quiet,
         env_id=env_id,
+        threads=args.threads,
     )
     if not args.quiet:
         print(json.dumps(summary, indent=1))
@@ -114,24 +230,29 @@ def _eval(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rlgrad.checkpoint import load_checkpoint
+    from rlgrad.threads import math_threads
 
     arrays, meta = load_checkpoint(args.checkpoint)
-    cls = resolve_agent(meta.get("agent_path") or meta["agent"])
-    config = cls.config_class.from_dict(meta["config"])
+    cls = resolve_agent(args.agent) if args.agent else checkpoint_agent(meta, args.checkpoint)
+    env_id = args.env if args.env else checkpoint_env(meta, args.checkpoint)
+    own = {f.name for f in dataclasses.fields(cls.config_class)}
+    config = cls.config_class.from_dict({k: v for k, v in (meta.get("config") or {}).items()
+                                         if k in own})
     config = dataclasses.replace(config, num_envs=1)
-    agent = cls(meta["env_id"], config=config, seed=meta["seed"])
-    try:
-        meta = dict(meta, config=config.to_dict())
-        agent.load_state_dict(arrays, meta)
-        if args.video is not None:
-            from rlgrad.video import record_video
+    with math_threads(args.threads):
+        agent = cls(env_id, config=config, seed=meta.get("seed", 0))
+        try:
+            meta = dict(meta, config=config.to_dict())
+            agent.load_state_dict(arrays, meta)
+            if args.video is not None:
+                from rlgrad.video import record_video
 
-            returns = record_video(agent, meta["env_id"], args.video, args.episodes, args.seed)
-        else:
-            returns = agent.evaluate(args.episodes, seed=args.seed,
-                                     deterministic=not args.stochastic)
-    finally:
-        agent.close()
+                returns = record_video(agent, env_id, args.video, args.episodes, args.seed)
+            else:
+                returns = agent.evaluate(args.episodes, seed=args.seed,
+                                         deterministic=not args.stochastic)
+        finally:
+            agent.close()
     result = {"checkpoint": str(args.checkpoint), "episodes": args.episodes,
               "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
               "returns": [float(r) for r in returns]}
@@ -139,34 +260,56 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+_AGENT_HELP = ("or package.module:ClassName for your own, imported with the current directory "
+               "on sys.path (as python -m does)")
+_ENV_HELP = ("Gymnasium id, e.g. CartPole-v1, or module:EnvName-v0 (module imported first, "
+             "with the current directory on sys.path)")
+_THREADS_HELP = "math-library (BLAS/OpenMP) threads per run (default: 1)"
+
+
 def _parser(agent_classes: list[type]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlgrad", description="Policy-gradient RL on rlgrad's autodiff engine.")
     sub = parser.add_subparsers(dest="command", required=True)
+    registered = ", ".join(sorted(_agents()))
 
     t = sub.add_parser("train", help="train an agent on a Gymnasium environment",
                        description="Train an agent; TensorBoard events, checkpoint and "
-                                   "summary.json go to LOGDIR/<run name>/.")
-    t.add_argument("--agent", help="agent name (" + ", ".join(sorted(_agents())) +
-                   ") or package.module:ClassName")
-    t.add_argument("--env", help="Gymnasium id, e.g. CartPole-v1 or module:EnvName-v0")
+                                   "summary.json go to LOGDIR/<run name>/, a directory no "
+                                   "other run uses. --resume continues a run: options that "
+                                   "shape it (--agent, --env, --seed, --hidden-sizes, "
+                                   "--activation, --optimizer, ...) must stay as they were; "
+                                   "the others apply from its checkpoint on and are recorded "
+                                   "in its config.json. Resuming a complete run with "
+                                   "--total-steps at or below its steps is an error (exit 1) "
+                                   "that leaves it as it was.")
+    t.add_argument("--agent", help=f"agent name ({registered}) {_AGENT_HELP}")
+    t.add_argument("--env", help=_ENV_HELP)
     t.add_argument("--total-steps", type=int, default=None,
                    help="environment steps to train for (default: 200000)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
+    t.add_argument("--seed", type=int, default=None,
+                   help="seed of the run (default: 0; with --resume: the run's)")
     t.add_argument("--logdir", default="runs", help="directory of runs (default: runs)")
     t.add_argument("--run-name", default=None,
-                   help="name of the run directory (default: {env}__{agent}__{seed}__{time})")
+                   help="name of the run directory inside LOGDIR, which must not exist yet "
+                        "(default: {env}__{agent}__{seed}__{time}, with -1, -2, ... appended "
+                        "if taken)")
     t.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run whose checkpoint (or run directory) is PATH")
     t.add_argument("--eval-episodes", type=int, default=10,
                    help="episodes to evaluate the final policy on (default: 10)")
     t.add_argument("--save-every", type=int, default=10,
                    help="save a checkpoint every this many updates (default: 10)")
+    t.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     t.add_argument("--quiet", action="store_true", help="no progress line and no summary")
     _add_config_options(t, agent_classes)
     t.set_defaults(func=_train)
 
-    e = sub.add_parser("eval", help="evaluate a saved agent")
+    e = sub.add_parser("eval", help="evaluate a saved agent",
+                       description="Evaluate the agent saved in a checkpoint. Its agent and "
+                                   "environment load by name when rlgrad registers them or "
+                                   "Gymnasium knows them; code a checkpoint names elsewhere is "
+                                   "never imported: name it with --agent / --env.")
     e.add_argument("checkpoint", help="checkpoint JSON file or run directory")
     e.add_argument("--episodes", type=int, default=10, help="episodes (default: 10)")
     e.add_argument("--seed", type=int, default=None, help="seed of the evaluation episodes")
@@ -174,6 +317,13 @@ def _parser(agent_classes: list[type]) -> argparse.ArgumentParser:
                    help="sample actions instead of taking the most likely one")
     e.add_argument("--video", default=None, metavar="DIR",
                    help="record the episodes as MP4 files in DIR")
+    e.add_argument("--agent", default=None,
+                   help=f"the checkpoint's agent class: a name ({registered}) {_AGENT_HELP} "
+                        "(default: the checkpoint's, if registered)")
+    e.add_argument("--env", default=None,
+                   help=f"{_ENV_HELP}, with the spaces of the checkpoint's (default: the "
+                        "checkpoint's, unless it needs a module imported)")
+    e.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     e.set_defaults(func=_eval)
 
     _add_sweep_parsers(sub, agent_classes)
@@ -187,10 +337,12 @@ def _add_sweep_parsers(sub: Any, agent_classes: list[type]) -> None:
         "sweep", help="train a grid of runs in parallel",
         description="Train every combination of agents x envs x optimizers x learning rates x "
                     "options x seeds as ordinary runs under LOGDIR, named after their "
-                    "configuration. Complete runs (summary.json present) are skipped, so "
-                    "rerunning a sweep finishes it. Exits 1 if any run failed.")
+                    "configuration. Complete runs (summary.json present) are skipped, runs "
+                    "with a checkpoint (after a Ctrl-C) are resumed, and runs another process "
+                    "is writing are left to it, so rerunning a sweep finishes it. Exits 1 if "
+                    "any run failed.")
     s.add_argument("--agent", nargs="+", required=True,
-                   help=f"agent names ({', '.join(names)}) or package.module:ClassName")
+                   help=f"agent names ({', '.join(names)}) {_AGENT_HELP}")
     s.add_argument("--env", nargs="+", required=True, help="Gymnasium ids")
     s.add_argument("--optimizer", nargs="+", default=None,
                    help="optimizers (default: the agent's)")
@@ -212,6 +364,7 @@ def _add_sweep_parsers(sub: Any, agent_classes: list[type]) -> None:
                    help="Ray cluster address (default: start a local Ray instance)")
     s.add_argument("--eval-episodes", type=int, default=10,
                    help="evaluation episodes at the end of each run (default: 10)")
+    s.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     s.set_defaults(func=lambda args: _sweep_command(args, agent_classes))
 
@@ -259,10 +412,9 @@ def _add_sweep_parsers(sub: Any, agent_classes: list[type]) -> None:
 
 def _sweep_command(args: argparse.Namespace, agent_classes: list[type]) -> int:
     from rlgrad.sweep import Grid, RunResult, parse_set, run_sweep
-    from rlgrad.sweep import resolve_agent as resolve
 
     known = {c.name: c for c in agent_classes}
-    classes = [resolve(a, known) for a in args.agent]
+    classes = [resolve_agent(a) for a in args.agent]
     grid = Grid(agents=args.agent, envs=args.env, seeds=args.seeds, optimizers=args.optimizer,
                 lrs=args.lr, options=parse_set(args.set, classes), total_steps=args.total_steps,
                 eval_episodes=args.eval_episodes)
@@ -280,15 +432,24 @@ def _sweep_command(args: argparse.Namespace, agent_classes: list[type]) -> int:
         head = f"[{count[0]:>{width}}/{len(specs)}] {r.status:<7} {r.name}"
         if r.status == "failed":
             print(f"{head} after {r.seconds:.1f} s: {r.error}", flush=True)
+        elif r.status == "elsewhere":
+            print(f"{head}: {r.error}", flush=True)
         elif r.status == "done":
             ret = (r.summary or {}).get("train_return_last20")
             tail = f", return (last 20) {ret:.1f}" if isinstance(ret, (int, float)) else ""
+            if r.resumed_at is not None:
+                tail = f" (resumed at step {r.resumed_at}){tail}"
             print(f"{head} in {r.seconds:.1f} s{tail}", flush=True)
         else:
             print(head, flush=True)
 
-    result = run_sweep(specs, args.logdir, backend=args.backend, workers=args.workers,
-                       address=args.address, on_result=on_result)
+    try:
+        result = run_sweep(specs, args.logdir, backend=args.backend, workers=args.workers,
+                           address=args.address, on_result=on_result, threads=args.threads)
+    except KeyboardInterrupt:
+        print("\nrlgrad: sweep interrupted; the runs in progress saved their last update: "
+              "run the same command again to resume them", file=sys.stderr)
+        return 130
     print(result.summary_line())
     for r in result.failed:
         print(f"\nFAILED {r.name}: {r.error}", file=sys.stderr)
@@ -339,28 +500,49 @@ def _plot_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _os_error(e: OSError) -> str:
+    """``PATH: reason`` for an OSError (a full disk, a file where a directory should be)."""
+    reason = e.strerror or _one_line(e)
+    if e.filename is None:
+        return reason
+    where = str(e.filename) + (f" -> {e.filename2}" if e.filename2 is not None else "")
+    return f"{where}: {reason}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
     classes = list(_agents().values())
     # a user's own agent (--agent pkg.mod:Class) brings its own options: look it up first
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--agent")
-    known, _ = pre.parse_known_args(argv)
+    agents, envs = _typed_names(argv)
+    if any(":" in name for name in agents + envs):
+        _import_from_cwd()
     try:
-        if known.agent and ":" in known.agent:
-            classes.append(resolve_agent(known.agent))
-    except ValueError as e:
-        print(f"rlgrad: error: {e}", file=sys.stderr)
+        for spec in agents:
+            if ":" in spec:
+                cls = resolve_agent(spec)
+                if cls not in classes:
+                    classes.append(cls)
+    except (ValueError, TypeError) as e:
+        print(f"rlgrad: error: {_one_line(e)}", file=sys.stderr)
         return 2
     parser = _parser(classes)
     args = parser.parse_args(argv)
+    from rlgrad.train import EnvironmentFailed
+
     try:
         return args.func(args)
     except KeyboardInterrupt as e:
-        print(f"\nrlgrad: {e}", file=sys.stderr)
+        print(f"\nrlgrad: {_one_line(e)}", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
-        print(f"rlgrad: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, FloatingPointError, EnvironmentFailed) as e:
+        print(f"rlgrad: error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"rlgrad: error: {_os_error(e)}", file=sys.stderr)
         return 1
 
 

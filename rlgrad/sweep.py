@@ -8,13 +8,17 @@ under one log directory, named after its configuration::
 
 so the runs sit side by side in TensorBoard (the full configuration is also in each run's text
 tab and ``config.json``), and a rerun of the same sweep finds them: a run is complete when its
-``summary.json`` exists, and complete runs are skipped. An incomplete run directory (a crash, a
-Ctrl-C) is deleted and the run starts again.
+``summary.json`` exists, and complete runs are skipped. An incomplete run (a Ctrl-C, a crash)
+that has a loadable checkpoint is resumed from it; one without is deleted and starts again.
+A run another process is writing (its :class:`rlgrad.train.RunLock` is live) is left alone and
+reported as running elsewhere, so two sweeps on one logdir share the work instead of deleting
+each other's runs.
 
 :func:`run_sweep` runs the grid on local processes (one per core by default) or on a Ray cluster
-(``backend="ray"``, the optional ``ray`` extra). Every run gets one BLAS/OpenMP thread: two runs
-of 300k CartPole steps side by side on two cores took 34 s with the default threads and 4.8 s
-with one each (measured here), as the math library's threads spin against each other.
+(``backend="ray"``, the optional ``ray`` extra). Every run gets one BLAS/OpenMP thread by
+default (``threads``), as in ``rlgrad train``, so a run gives bitwise the same result in a sweep
+as alone (see :mod:`rlgrad.threads`): two runs of 300k CartPole steps side by side on two cores
+took 34 s with the default threads and 4.8 s with one each (measured here).
 A run that raises, or whose process dies, is reported with its error and the others go on.
 
 Everything is checked before anything starts: the agents, optimizers, options and their values
@@ -32,7 +36,6 @@ import math
 import multiprocessing as mp
 import os
 import re
-import shutil
 import signal
 import time
 import traceback
@@ -48,7 +51,10 @@ __all__ = ["Grid", "RunSpec", "RunResult", "SweepResult", "run_sweep", "execute_
            "resolve_agent", "parse_set", "THREAD_ENV"]
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-"""Environment of every sweep worker: one math-library thread per run."""
+"""Environment of every sweep worker: one math-library thread per run (by default; a sweep with
+``threads=n`` sets these to ``n``). The limit that makes a run bitwise the same in a sweep and
+alone is the in-process one (:func:`rlgrad.threads.math_threads`); these also reach libraries a
+child loads later, and OpenMP."""
 
 BACKENDS = ("local", "ray")
 
@@ -192,8 +198,11 @@ class Grid:
 
 
 def _build_config(cls: type, given: dict[str, Any]) -> Any:
+    from rlgrad.train import check_batch
+
     config = cls.config_class.from_dict(given)
     config.validate()
+    check_batch(config.to_dict())
     return config
 
 
@@ -238,7 +247,10 @@ def resolve_agent(spec: str, agents: Mapping[str, type]) -> type:
 
 
 def _import_class(path: str) -> type:
+    """The agent class ``module:QualName`` (imported: only for names a user gave)."""
     module_name, _, qualname = path.partition(":")
+    if not module_name or not qualname:
+        raise ValueError(f"agent {path!r}: expected package.module:ClassName")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as e:
@@ -247,6 +259,12 @@ def _import_class(path: str) -> type:
         obj = getattr(obj, part, None)
         if obj is None:
             raise ValueError(f"module {module_name!r} has no agent class {qualname!r}")
+    # what train() and the CLI need of an agent class
+    if not isinstance(obj, type) or not isinstance(getattr(obj, "name", None), str) \
+            or not dataclasses.is_dataclass(getattr(obj, "config_class", None)):
+        kind = f"class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
+        raise TypeError(f"agent {path!r} is a {kind}, not an agent class (a subclass of "
+                        "agents.Agent)")
     return obj
 
 
@@ -258,28 +276,63 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 # ---- one run ------------------------------------------------------------------------------
 
 
-def execute_run(spec: RunSpec, logdir: str | os.PathLike[str]) -> dict[str, Any]:
-    """Train ``spec`` into ``logdir/spec.name`` with :func:`rlgrad.train.train`; its summary."""
-    from rlgrad.train import train
+def execute_run(spec: RunSpec, logdir: str | os.PathLike[str],
+                threads: int | None = 1) -> dict[str, Any]:
+    """Train ``spec`` into ``logdir/spec.name`` with :func:`rlgrad.train.train`; its summary.
+
+    An existing run directory is continued from its checkpoint if it has a loadable one, and
+    otherwise deleted and started again, holding the run's lock while deciding so that nobody
+    else writes it meanwhile. Raises :class:`rlgrad.train.RunLocked` or
+    :class:`rlgrad.train.RunExists` when another process has the run.
+    """
+    return _execute(spec, logdir, threads)[0]
+
+
+def _execute(spec: RunSpec, logdir: str | os.PathLike[str],
+             threads: int | None) -> tuple[dict[str, Any], int | None]:
+    """(summary, the step the run was resumed at or None)."""
+    from rlgrad.checkpoint import load_checkpoint
+    from rlgrad.train import RunLock, train
 
     cls = _import_class(spec.agent)
     config = cls.config_class.from_dict(spec.config)
-    return train(lambda: cls(spec.env_id, config=config, seed=spec.seed), spec.total_steps,
-                 logdir, name=spec.name, eval_episodes=spec.eval_episodes, progress=False,
-                 env_id=spec.env_id)
+
+    def make() -> Any:
+        return cls(spec.env_id, config=config, seed=spec.seed)
+
+    kw: dict[str, Any] = dict(eval_episodes=spec.eval_episodes, progress=False,
+                              env_id=spec.env_id, threads=threads)
+    run_dir = Path(logdir) / spec.name
+    if run_dir.exists():  # an earlier attempt: continue it or discard it, holding its lock
+        with RunLock(run_dir) as lock:
+            if is_complete(run_dir):  # finished by another process since the sweep looked
+                return _read_summary(run_dir) or {}, None
+            try:
+                _, meta = load_checkpoint(run_dir)
+            except ValueError:
+                lock.discard_run()
+            else:
+                summary = train(make, spec.total_steps, resume_from=run_dir, **kw)
+                return summary, int(meta.get("global_step", 0))
+    return train(make, spec.total_steps, logdir, name=spec.name, **kw), None
 
 
-def _guarded_run(spec: RunSpec, logdir: str) -> tuple[str, Any, str]:
-    """``("done", summary, "")`` or ``("failed", message, traceback)``: never raises."""
+def _guarded_run(spec: RunSpec, logdir: str, threads: int | None = 1) -> tuple[str, Any, str]:
+    """``("done", (summary, resumed at), "")``, ``("elsewhere", message, "")`` (another process
+    has the run) or ``("failed", message, traceback)``: never raises."""
+    from rlgrad.train import RunExists, RunLocked
+
     try:
-        return "done", execute_run(spec, logdir), ""
+        return "done", _execute(spec, logdir, threads), ""
+    except (RunLocked, RunExists) as e:
+        return "elsewhere", str(e), ""
     except BaseException as e:  # noqa: BLE001 - a Ctrl-C'd run is a failed run too
         return "failed", f"{type(e).__name__}: {e}", traceback.format_exc()
 
 
-def _child_main(spec: RunSpec, logdir: str, conn: Any) -> None:
+def _child_main(spec: RunSpec, logdir: str, threads: int | None, conn: Any) -> None:
     try:
-        conn.send(_guarded_run(spec, logdir))
+        conn.send(_guarded_run(spec, logdir, threads))
     finally:
         conn.close()
 
@@ -289,8 +342,10 @@ def _child_main(spec: RunSpec, logdir: str, conn: Any) -> None:
 
 @dataclass
 class RunResult:
-    """What became of one run: ``status`` is ``"done"``, ``"skipped"`` (complete before) or
-    ``"failed"`` (``error`` holds the message, ``traceback`` the details)."""
+    """What became of one run: ``status`` is ``"done"`` (``resumed_at``: the step it continued
+    from, or None), ``"skipped"`` (complete before), ``"elsewhere"`` (another process is
+    writing it; ``error`` says which) or ``"failed"`` (``error`` holds the message,
+    ``traceback`` the details)."""
 
     spec: RunSpec
     status: str
@@ -298,6 +353,7 @@ class RunResult:
     summary: dict[str, Any] | None = None
     error: str | None = None
     traceback: str | None = None
+    resumed_at: int | None = None
 
     @property
     def name(self) -> str:
@@ -323,9 +379,13 @@ class SweepResult:
         return not self.failed
 
     def summary_line(self) -> str:
-        counts = {s: len(self.by_status(s)) for s in ("done", "skipped", "failed")}
-        return (f"{len(self.results)} runs: {counts['done']} done, {counts['skipped']} skipped "
-                f"(complete before), {counts['failed']} failed, in {self.wall_seconds:.1f} s")
+        counts = {s: len(self.by_status(s)) for s in ("done", "skipped", "failed", "elsewhere")}
+        resumed = sum(r.resumed_at is not None for r in self.by_status("done"))
+        line = f"{len(self.results)} runs: {counts['done']} done"
+        line += f" ({resumed} resumed)" if resumed else ""
+        line += f", {counts['skipped']} skipped (complete before), {counts['failed']} failed"
+        line += f", {counts['elsewhere']} running elsewhere" if counts["elsewhere"] else ""
+        return line + f", in {self.wall_seconds:.1f} s"
 
 
 # ---- the sweep ----------------------------------------------------------------------------
@@ -337,7 +397,7 @@ def is_complete(run_dir: Path) -> bool:
 
 
 def _check_existing(specs: Sequence[RunSpec], logdir: Path) -> None:
-    """Refuse to skip or delete a run directory that holds another configuration."""
+    """Refuse to skip, resume or delete a run directory that holds another configuration."""
     for spec in specs:
         path = logdir / spec.name / "config.json"
         if not path.is_file():
@@ -346,6 +406,8 @@ def _check_existing(specs: Sequence[RunSpec], logdir: Path) -> None:
             found = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):
             continue  # an unreadable config belongs to an incomplete run: it is redone
+        if not isinstance(found, dict):
+            continue
         expected = json.loads(json.dumps(spec.hparams()))
         diff = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
         if diff:
@@ -372,6 +434,7 @@ def run_sweep(
     workers: int | None = None,
     address: str | None = None,
     on_result: Callable[[RunResult], None] | None = None,
+    threads: int | None = 1,
 ) -> SweepResult:
     """Run every run of ``grid`` not yet complete under ``logdir``; never raises for a run.
 
@@ -387,9 +450,14 @@ def run_sweep(
             instance with ``workers`` CPUs.
         on_result: called in this process with each RunResult as soon as it is known
             (skipped runs first).
+        threads: math-library threads of each run (:func:`rlgrad.threads.math_threads`).
+
+    A run is skipped when complete (``summary.json``), reported as ``"elsewhere"`` when another
+    live process holds its lock, resumed when it has a loadable checkpoint, and started (again)
+    otherwise; see :func:`execute_run`.
 
     Returns the results in grid order. Raises ValueError/TypeError for a bad grid, backend,
-    worker count or logdir, before any run starts.
+    worker count, thread count or logdir, before any run starts.
     """
     specs = grid.runs(agents) if isinstance(grid, Grid) else list(grid)
     if not specs:
@@ -404,7 +472,9 @@ def run_sweep(
         _check_int("workers", workers, minimum=1)
     if address is not None and backend != "ray":
         raise ValueError(f"address {address!r} is for backend='ray', not {backend!r}")
-    from rlgrad.train import check_writable
+    if threads is not None:
+        _check_int("threads", threads, minimum=1)
+    from rlgrad.train import RunLock, check_writable
 
     root = check_writable(logdir)
     _check_existing(specs, root)
@@ -424,16 +494,30 @@ def run_sweep(
         if is_complete(run_dir):
             report(RunResult(spec, "skipped", summary=_read_summary(run_dir)))
             continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)  # an incomplete attempt: its events would mix with ours
-        todo.append(spec)
+        owner = RunLock(run_dir).owner()
+        if owner is not None:
+            report(RunResult(spec, "elsewhere", error=f"running elsewhere: pid "
+                             f"{owner.get('pid')} on host {owner.get('host')}"))
+            continue
+        todo.append(spec)  # the worker resumes it or starts it again, under its lock
     root.mkdir(parents=True, exist_ok=True)
     if todo:
         if backend == "local":
-            _run_local(todo, str(root), workers or available_workers(), report)
+            _run_local(todo, str(root), workers or available_workers(), threads, report)
         else:
-            _run_ray(ray, todo, str(root), workers, address, report)
+            _run_ray(ray, todo, str(root), workers, address, threads, report)
     return SweepResult([results[s.name] for s in specs], time.perf_counter() - start)
+
+
+def _result(spec: RunSpec, seconds: float, message: tuple[str, Any, str]) -> RunResult:
+    """The RunResult of a worker's :func:`_guarded_run` message."""
+    status, payload, tb = message
+    if status == "done":
+        summary, resumed_at = payload
+        return RunResult(spec, "done", seconds, summary=summary, resumed_at=resumed_at)
+    if status == "elsewhere":
+        return RunResult(spec, "elsewhere", seconds, error=payload)
+    return RunResult(spec, "failed", seconds, error=payload, traceback=tb)
 
 
 def _read_summary(run_dir: Path) -> dict[str, Any] | None:
@@ -443,11 +527,17 @@ def _read_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+def _thread_vars(threads: int | None) -> dict[str, str]:
+    """THREAD_ENV for ``threads`` threads (None: the process's own, nothing set)."""
+    return {} if threads is None else {k: str(threads) for k in THREAD_ENV}
+
+
 @contextmanager
-def _thread_env() -> Iterator[None]:
+def _thread_env(threads: int | None = 1) -> Iterator[None]:
     """Set THREAD_ENV while worker processes start (they inherit it), then restore."""
-    saved = {k: os.environ.get(k) for k in THREAD_ENV}
-    os.environ.update(THREAD_ENV)
+    variables = _thread_vars(threads)
+    saved = {k: os.environ.get(k) for k in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:
@@ -477,7 +567,7 @@ def _exit_reason(code: int | None) -> str:
     return f"worker process exited with code {code} without a result"
 
 
-def _run_local(specs: Sequence[RunSpec], logdir: str, workers: int,
+def _run_local(specs: Sequence[RunSpec], logdir: str, workers: int, threads: int | None,
                report: Callable[[RunResult], None]) -> None:
     """One process per run (not a pool): a run that kills its process is that run's failure
     alone, where a dying pool worker would break every run in flight."""
@@ -485,12 +575,13 @@ def _run_local(specs: Sequence[RunSpec], logdir: str, workers: int,
     pending = deque(specs)
     running: dict[Any, tuple[Any, Any, RunSpec, float]] = {}  # sentinel -> (proc, conn, ...)
     try:
-        with _thread_env():
+        with _thread_env(threads):
             while pending or running:
                 while pending and len(running) < workers:
                     spec = pending.popleft()
                     reader, writer = ctx.Pipe(duplex=False)
-                    proc = ctx.Process(target=_child_main, args=(spec, logdir, writer),
+                    proc = ctx.Process(target=_child_main,
+                                       args=(spec, logdir, threads, writer),
                                        name=f"rlgrad-sweep:{spec.name}", daemon=True)
                     proc.start()
                     writer.close()  # ours: so a dead child reads as EOF
@@ -515,11 +606,8 @@ def _run_local(specs: Sequence[RunSpec], logdir: str, workers: int,
                     if message is None:
                         report(RunResult(spec, "failed", seconds,
                                          error=_exit_reason(proc.exitcode)))
-                    elif message[0] == "done":
-                        report(RunResult(spec, "done", seconds, summary=message[1]))
                     else:
-                        report(RunResult(spec, "failed", seconds, error=message[1],
-                                         traceback=message[2]))
+                        report(_result(spec, seconds, message))
     finally:
         # on Ctrl-C the children got SIGINT too: they save their run and stop; wait for them
         for proc, reader, _, _ in running.values():
@@ -537,17 +625,18 @@ def _import_ray() -> Any:
     return ray
 
 
-def _ray_task(spec: RunSpec, logdir: str) -> tuple[str, Any, str]:
-    for key, value in THREAD_ENV.items():
+def _ray_task(spec: RunSpec, logdir: str, threads: int | None) -> tuple[str, Any, str]:
+    for key, value in _thread_vars(threads).items():
         os.environ.setdefault(key, value)
-    return _guarded_run(spec, logdir)
+    return _guarded_run(spec, logdir, threads)
 
 
 def _run_ray(ray: Any, specs: Sequence[RunSpec], logdir: str, workers: int | None,
-             address: str | None, report: Callable[[RunResult], None]) -> None:
+             address: str | None, threads: int | None,
+             report: Callable[[RunResult], None]) -> None:
     started_here = not ray.is_initialized()
     if started_here:
-        kw: dict[str, Any] = {"runtime_env": {"env_vars": dict(THREAD_ENV)},
+        kw: dict[str, Any] = {"runtime_env": {"env_vars": _thread_vars(threads)},
                               "include_dashboard": False, "log_to_driver": False,
                               "logging_level": "warning"}
         if address is not None:
@@ -565,7 +654,7 @@ def _run_ray(ray: Any, specs: Sequence[RunSpec], logdir: str, workers: int | Non
         while queue or refs:
             while queue and len(refs) < slots:
                 spec = queue.popleft()
-                refs[task.remote(spec, logdir)] = (spec, time.perf_counter())
+                refs[task.remote(spec, logdir, threads)] = (spec, time.perf_counter())
             done, _ = ray.wait(list(refs), num_returns=1)
             for ref in done:
                 spec, t0 = refs.pop(ref)
@@ -577,12 +666,10 @@ def _run_ray(ray: Any, specs: Sequence[RunSpec], logdir: str, workers: int | Non
 
 def _ray_result(ray: Any, ref: Any, spec: RunSpec, seconds: float) -> RunResult:
     try:
-        status, payload, tb = ray.get(ref)
+        message = ray.get(ref)
     except Exception as e:  # noqa: BLE001 - the worker died (WorkerCrashedError, ...)
         return RunResult(spec, "failed", seconds, error=f"{type(e).__name__}: {e}".strip())
-    if status == "done":
-        return RunResult(spec, "done", seconds, summary=payload)
-    return RunResult(spec, "failed", seconds, error=payload, traceback=tb)
+    return _result(spec, seconds, message)
 
 
 # ---- the command line -----------------------------------------------------------------------

@@ -2,35 +2,62 @@
 
 The agent's own ``learn`` loop does the learning; this module wraps it in what a run needs on
 disk. It knows agents only through the interface they share (``learn``, ``evaluate``,
-``state_dict``, ``load_state_dict``, ``stop_requested``), so it never imports ``agents``.
+``state_dict``, ``load_state_dict``, ``stop_requested``, ``config``), so it never imports
+``agents``.
 
 A run directory ``LOGDIR/{env}__{agent}__{seed}__{unix time}/`` holds the TensorBoard event
 file, ``config.json``, the checkpoint (``checkpoint.json`` + its arrays file) and
-``summary.json``.
+``summary.json``. It is created exclusively: a second run started in the same second with the
+same name gets ``NAME-1`` (then ``-2``, ...), and an explicitly named run never writes into an
+existing directory. While a process writes a run, the directory holds a lock file ``.lock``
+naming that process (:class:`RunLock`), so a sweep or a ``--resume`` elsewhere leaves it alone.
+
+A resumed run continues from its checkpoint. What shapes the arrays or the run's identity
+(agent, environment, seed, network shape, optimizers) cannot change; everything else can
+(:func:`resumable_fields`), and what changed is recorded in ``config.json`` (``"resumed"``) and
+in the TensorBoard text tab.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
 import re
 import signal
+import socket
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .envs import describe_spaces
 from .logging import Progress, SummaryWriter, hparams_markdown
+from .threads import math_threads
 
-__all__ = ["train", "resume", "run_name", "check_writable", "TrainingInterrupted",
-           "EXIT_INTERRUPTED"]
+try:
+    from .envs import EnvironmentStepError
+except ImportError:  # rlgrad.envs before it names the environment's own errors
+    EnvironmentStepError = None
+
+__all__ = ["train", "resume", "run_name", "check_run_name", "check_writable", "check_batch",
+           "resumable_fields", "resume_conflicts", "RunLock", "TrainingInterrupted",
+           "EnvironmentFailed", "RunLocked", "RunExists", "NothingToTrain", "EXIT_INTERRUPTED",
+           "FIXED_ON_RESUME", "LOCK_FILE"]
 
 EXIT_INTERRUPTED = 130
+LOCK_FILE = ".lock"
+
+FIXED_ON_RESUME = frozenset({"hidden_sizes", "activation", "optimizer", "value_optimizer",
+                             "log_std_init"})
+"""Config fields a resumed run never changes: they set array shapes (network sizes, which
+optimizer and so which state arrays) or what the checkpoint replaces anyway (initial values)."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -42,10 +69,74 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.global_step = global_step
 
 
+class EnvironmentFailed(RuntimeError):
+    """The environment raised mid-run; the run was saved at its last completed update."""
+
+    def __init__(self, run_dir: Path, env_id: str, global_step: int | None,
+                 error: BaseException) -> None:
+        what = " ".join(f"{type(error).__name__}: {error}".split())
+        saved = (f"saved {run_dir} at step {global_step}; continue with --resume {run_dir}"
+                 if global_step is not None else f"could not save {run_dir}")
+        super().__init__(f"environment {env_id} failed: {what} ({saved})")
+        self.run_dir = run_dir
+        self.global_step = global_step
+        self.error = error
+
+
+class RunLocked(ValueError):
+    """Another live process holds the run directory's lock."""
+
+    def __init__(self, run_dir: Path, message: str) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
+
+
+class RunExists(ValueError):
+    """An explicitly named run directory exists already."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(f"run directory {run_dir} exists; give another --run-name, or continue "
+                         f"that run with --resume {run_dir}")
+        self.run_dir = run_dir
+
+
+class NothingToTrain(ValueError):
+    """A resumed run is already at (or past) its budget and complete: nothing was written."""
+
+    def __init__(self, run_dir: Path, global_step: int, total_steps: int) -> None:
+        super().__init__(f"{run_dir} is already at step {global_step}, at or past --total-steps "
+                         f"{total_steps}: nothing to train, summary.json left as it was; give a "
+                         "larger --total-steps to train on")
+        self.run_dir = run_dir
+
+
+# ---- names and directories ------------------------------------------------------------------
+
+
+def _now() -> int:
+    """Unix time in seconds, the stamp of default run names (a seam for the tests' clock)."""
+    return int(time.time())
+
+
 def run_name(env_id: str, agent: str, seed: int, stamp: int | None = None) -> str:
     """``{env}__{agent}__{seed}__{unix time}``, with characters unsafe in paths replaced."""
     env = re.sub(r"[^A-Za-z0-9_.-]+", "_", env_id)
-    return f"{env}__{agent}__{seed}__{int(time.time()) if stamp is None else stamp}"
+    return f"{env}__{agent}__{seed}__{_now() if stamp is None else stamp}"
+
+
+def check_run_name(name: Any) -> str:
+    """``name`` if it names a directory directly inside the logdir, else ValueError.
+
+    Refused: the empty name, ``.`` and ``..``, names with a path separator (so ``../x``,
+    ``a/b`` and absolute paths) or a NUL byte.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"run name must be a str, got {type(name).__name__} {name!r}")
+    seps = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    if name in ("", ".", "..") or any(s in name for s in seps) or "\0" in name:
+        raise ValueError(f"run name {name!r} must name a directory inside the logdir: not empty, "
+                         "not '.' or '..', no '/'")
+    return name
 
 
 def check_writable(logdir: str | os.PathLike[str]) -> Path:
@@ -72,6 +163,233 @@ def check_writable(logdir: str | os.PathLike[str]) -> Path:
     return path
 
 
+def _create_run_dir(logdir: Path, name: str, unique: bool) -> Path:
+    """Make ``logdir/name`` with ``os.mkdir``, which fails if it exists, so two processes never
+    get the same directory. ``unique``: take ``name-1``, ``name-2``, ... when it is taken;
+    otherwise a taken name raises :class:`RunExists`."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    for k in itertools.count():
+        run_dir = logdir / (name if k == 0 else f"{name}-{k}")
+        try:
+            os.mkdir(run_dir)
+        except FileExistsError:
+            if not unique:
+                raise RunExists(run_dir) from None
+            continue
+        return run_dir
+    raise AssertionError("unreachable")
+
+
+def _run_dir_of(checkpoint: str | os.PathLike[str]) -> Path:
+    """The run directory of a checkpoint given as the directory or as its JSON file."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        return path
+    if path.is_file() or path.with_name(path.name + ".json").is_file():
+        return path.parent
+    raise CheckpointError(f"{checkpoint}: no such run directory or checkpoint")
+
+
+# ---- the lock -------------------------------------------------------------------------------
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), with its state;
+    None where /proc cannot tell. Two processes with the same pid have different start times."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (command) "
+    return f"{fields[0]}:{fields[19]}"  # state, starttime
+
+
+def _this_process() -> dict[str, Any]:
+    start = _process_start(os.getpid())
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "start": None if start is None else start.split(":")[1], "time": time.time()}
+
+
+def _owner_alive(owner: Mapping[str, Any]) -> bool:
+    """False only when the owner is known to be gone: same host, and its pid is dead, a zombie
+    or a newer process. A lock of another host is taken as live (this host cannot tell)."""
+    if owner.get("host") != socket.gethostname():
+        return True
+    pid = owner.get("pid")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: alive
+    now = _process_start(pid)
+    if now is not None:
+        state, start = now.split(":")
+        if state == "Z" or (owner.get("start") is not None and owner.get("start") != start):
+            return False
+    return True
+
+
+_HELD: dict[str, tuple[int, int]] = {}  # lock path -> (pid, depth): the locks this process holds
+
+
+class RunLock:
+    """The lock file ``RUN_DIR/.lock`` of a run being written: who writes it.
+
+    :meth:`acquire` creates the file with ``O_CREAT | O_EXCL`` (so of two processes exactly one
+    gets it) holding the owner's pid, host and process start time as JSON, and
+    :meth:`release` removes it. A lock whose owner is dead on this host (a killed process) is
+    stale: it is removed and taken. The lock is reentrant within one process (a sweep worker
+    holds it while it decides, then :func:`train` takes it again). Usable as a context manager.
+
+    Raises :class:`RunLocked` naming the owner when another live process holds it.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str]) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self._key = os.path.abspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"RunLock({str(self.run_dir)!r})"
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds the lock."""
+        pid, _ = _HELD.get(self._key, (None, 0))
+        return pid == os.getpid()
+
+    def owner(self) -> dict[str, Any] | None:
+        """The live owner's record (pid, host, start, time), or None when no live process holds
+        the lock (no lock file, or a stale one). Reads only."""
+        found = self._read()
+        if found is None:
+            return None
+        _, owner = found
+        return owner if self._live(owner) else None
+
+    def acquire(self) -> RunLock:
+        if self.held:
+            pid, depth = _HELD[self._key]
+            _HELD[self._key] = (pid, depth + 1)
+            return self
+        me = _this_process()
+        for _ in range(5):  # a stale lock broken, or a lock removed while we looked: again
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                found = self._read()
+                if found is None:
+                    continue  # released in between
+                text, owner = found
+                if self._live(owner):
+                    raise RunLocked(self.run_dir, self._describe(owner)) from None
+                self._break(text)
+                continue
+            except FileNotFoundError:
+                raise RunLocked(self.run_dir, f"run directory {self.run_dir} is gone (removed "
+                                "by another process?)") from None
+            try:
+                os.write(fd, (json.dumps(me) + "\n").encode())
+            finally:
+                os.close(fd)
+            _HELD[self._key] = (os.getpid(), 1)
+            return self
+        raise RunLocked(self.run_dir, f"cannot take the lock {self.path}: it keeps changing")
+
+    def release(self) -> None:
+        """Give the lock up (the file goes when the outermost holder releases)."""
+        if not self.held:
+            return
+        pid, depth = _HELD[self._key]
+        if depth > 1:
+            _HELD[self._key] = (pid, depth - 1)
+            return
+        del _HELD[self._key]
+        try:
+            os.remove(self.path)
+        except FileNotFoundError:
+            pass
+
+    def discard_run(self) -> None:
+        """Delete the run directory this process holds the lock of (the lock goes with it).
+
+        It is renamed aside first, so nobody sees a half-deleted run under its name."""
+        import shutil
+
+        if not self.held:
+            raise RuntimeError(f"{self!r} is not held by this process")
+        aside = self.run_dir.with_name(f".{self.run_dir.name}.discarded-{uuid.uuid4().hex[:8]}")
+        os.rename(self.run_dir, aside)
+        del _HELD[self._key]
+        shutil.rmtree(aside, ignore_errors=True)
+
+    # a lock file just created may not hold its record yet: wait this long before calling an
+    # unreadable one stale
+    UNREADABLE_GRACE = 10.0
+
+    def _live(self, owner: dict[str, Any] | None) -> bool:
+        if owner is None:  # unreadable: fresh (being written) or garbage
+            try:
+                return time.time() - self.path.stat().st_mtime < self.UNREADABLE_GRACE
+            except FileNotFoundError:
+                return False
+        return _owner_alive(owner)
+
+    def _read(self) -> tuple[str, dict[str, Any] | None] | None:
+        """(text, owner record or None if unreadable), or None without a lock file."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError):
+            return "", None
+        try:
+            owner = json.loads(text)
+        except json.JSONDecodeError:
+            return text, None
+        return text, owner if isinstance(owner, dict) else None
+
+    def _break(self, stale_text: str) -> None:
+        """Remove a stale lock, unless another process replaced it meanwhile.
+
+        It is renamed to a unique name first, then compared with what was found stale: a fresh
+        lock taken away by mistake (another process broke the stale one first and took the lock)
+        is put back."""
+        aside = self.path.with_name(f"{LOCK_FILE}.stale-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            text = aside.read_text()
+        except OSError:
+            text = stale_text
+        if text != stale_text:
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                pass
+        os.remove(aside)
+
+    def _describe(self, owner: dict[str, Any] | None) -> str:
+        if owner is None:
+            return f"run {self.run_dir} is being written by another process (lock {self.path})"
+        return (f"run {self.run_dir} is being written by pid {owner.get('pid')} on host "
+                f"{owner.get('host')} (remove {self.path} if that process is gone)")
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+
 def _check_total_steps(total_steps: Any) -> int:
     if not isinstance(total_steps, (int, np.integer)) or isinstance(total_steps, bool) \
             or total_steps <= 0:
@@ -79,10 +397,79 @@ def _check_total_steps(total_steps: Any) -> int:
     return int(total_steps)
 
 
-def _check_seed(seed: Any) -> int:
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-    return int(seed)
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_batch(config: Mapping[str, Any]) -> None:
+    """Raise ValueError when a batch of ``steps_per_update`` steps cannot give every one of the
+    ``num_envs`` environments a step (more environments than steps): each batch would then be
+    one step per environment, cut off, and nothing would be learned. Batches of whole episodes
+    (``episodes_per_update > 0``) are not concerned."""
+    n, steps = config.get("num_envs"), config.get("steps_per_update")
+    if config.get("episodes_per_update") or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in (n, steps)):
+        return
+    if n > steps:
+        raise ValueError(f"num_envs {n} is more than steps_per_update {steps}: every batch "
+                         "would be one step per environment; use --num-envs <= "
+                         "--steps-per-update")
+
+
+def resumable_fields(config_class: type) -> frozenset[str]:
+    """The config fields a resumed run may change.
+
+    A field whose metadata says ``"resume": True`` (learning rates, coefficients, ...) when the
+    config class marks any field that way; until then every field outside
+    :data:`FIXED_ON_RESUME`. Fields of :data:`FIXED_ON_RESUME` never are.
+    """
+    fields = dataclasses.fields(config_class)
+    marked = any("resume" in f.metadata for f in fields)
+    return frozenset(f.name for f in fields if f.name not in FIXED_ON_RESUME
+                     and (f.metadata.get("resume") is True or not marked))
+
+
+def _plain(x: Any) -> Any:
+    """``x`` as JSON gives it back (tuples become lists), for comparisons with a checkpoint."""
+    return json.loads(json.dumps(x))
+
+
+def resume_conflicts(meta: Mapping[str, Any], config_class: type, config: Mapping[str, Any], *,
+                     agent: str | None = None, env_id: str | None = None,
+                     seed: int | None = None) -> list[tuple[str, Any, Any]]:
+    """``(key, given, the checkpoint's)`` for every given value a resumed run cannot take: the
+    agent, environment or seed, or a config field outside :func:`resumable_fields`, that differs
+    from the checkpoint ``meta``. ``config`` may hold only some fields (those given)."""
+    conflicts = []
+    for key, given in (("agent", agent), ("env_id", env_id), ("seed", seed)):
+        if given is not None and given != meta.get(key):
+            conflicts.append((key, given, meta.get(key)))
+    saved = meta.get("config") or {}
+    free = resumable_fields(config_class)
+    for key, given in config.items():
+        if key not in free and key in saved and _plain(given) != saved[key]:
+            conflicts.append((key, _plain(given), saved[key]))
+    return conflicts
+
+
+def conflict_message(run_dir: Any, conflicts: list[tuple[str, Any, Any]],
+                     option: Callable[[str], str] = str) -> str:
+    """One line naming every option that differs from the checkpoint of ``run_dir``."""
+    shown = ", ".join(f"{option(k)} {_short(given)} (the run's: {_short(saved)})"
+                      for k, given, saved in conflicts)
+    return (f"cannot resume {run_dir} with another {shown}: these are fixed by its checkpoint; "
+            "leave them out, or start a new run")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+# ---- TensorBoard --------------------------------------------------------------------------
 
 
 class _Logger:
@@ -119,6 +506,9 @@ class _Logger:
         self.progress.update(step, **metrics)
 
 
+# ---- the run ------------------------------------------------------------------------------
+
+
 def train(
     make_agent: Callable[[], Any],
     total_steps: int,
@@ -128,50 +518,72 @@ def train(
     resume_from: str | os.PathLike[str] | None = None,
     eval_episodes: int = 10,
     save_every: int = 10,
-    progress: bool | None = None,
+    progress: bool = True,
     env_id: str | None = None,
     extra_hparams: dict[str, Any] | None = None,
     callback: Callable[[Any, dict[str, Any]], None] | None = None,
+    threads: int | None = 1,
 ) -> dict[str, Any]:
     """Train the agent that ``make_agent()`` builds for ``total_steps`` environment steps.
 
-    Checks every argument, the environment's spaces (``env_id`` given) and that ``logdir`` is
-    writable before anything is built or written. Saves a checkpoint every ``save_every``
-    updates and at the end, evaluates for ``eval_episodes`` episodes and writes
-    ``summary.json``. Returns the summary.
+    Checks every argument, the environment's spaces (``env_id`` given), the batch
+    (:func:`check_batch`) and that ``logdir`` is writable before anything is written. Creates
+    the run directory ``logdir/name`` exclusively (default name :func:`run_name`, made unique
+    with ``-1``, ``-2``, ...; an explicit ``name`` that exists raises :class:`RunExists`) and
+    holds its :class:`RunLock` until the end. Saves a checkpoint every ``save_every`` updates
+    and at the end, evaluates for ``eval_episodes`` episodes and writes ``summary.json``.
+    Returns the summary. Training and evaluation run with ``threads`` math-library threads
+    (:func:`rlgrad.threads.math_threads`; None: as the process has them). ``progress`` prints a
+    progress line to stderr (also when it is not a terminal).
+
+    ``resume_from`` (a run directory or its checkpoint) continues that run up to
+    ``total_steps``: ``make_agent()`` must build the same agent, environment, seed and fixed
+    config fields as the checkpoint's (else ValueError naming them, see
+    :func:`resume_conflicts`); config fields that may change and differ are recorded in
+    ``config.json`` under ``"resumed"`` (with ``total_steps`` if it changed) and in the
+    TensorBoard text tab. A run already at ``total_steps`` with a ``summary.json`` raises
+    :class:`NothingToTrain` and writes nothing; one without (stopped between its last update
+    and its summary) is evaluated and summarised.
 
     Ctrl-C (SIGINT) stops at the end of the current step: the batch being collected is dropped,
     the agent is saved as it was after its last completed update, TensorBoard is flushed and
-    :class:`TrainingInterrupted` is raised (the CLI exits with 130). A nan or inf in an
-    observation, reward, loss or gradient raises before parameters change and before the
-    checkpoint is overwritten, so the last good checkpoint stays.
+    :class:`TrainingInterrupted` is raised (the CLI exits with 130). Any error out of training
+    saves the last completed update too, then propagates; an error of the environment is
+    raised as :class:`EnvironmentFailed`. A nan or inf in an observation, reward, loss or
+    gradient raises before parameters change, so what is saved is finite.
     """
     total_steps = _check_total_steps(total_steps)
-    if not isinstance(eval_episodes, int) or eval_episodes < 0:
-        raise ValueError(f"eval_episodes must be an integer >= 0, got {eval_episodes!r}")
-    if not isinstance(save_every, int) or save_every <= 0:
-        raise ValueError(f"save_every must be a positive integer, got {save_every!r}")
-    if env_id is not None:
-        describe_spaces(env_id)  # unknown ids and unsupported spaces fail here
-    if resume_from is not None:
-        checkpoint_arrays, checkpoint_meta = load_checkpoint(resume_from)
-        run_dir = Path(resume_from)
-        run_dir = run_dir if run_dir.is_dir() else run_dir.parent
-        check_writable(run_dir)
-    else:
-        check_writable(logdir)
-
-    agent = make_agent()
-    try:
+    eval_episodes = _check_int("eval_episodes", eval_episodes, 0)
+    save_every = _check_int("save_every", save_every, 1)
+    if threads is not None:
+        _check_int("threads", threads, 1)
+    if name is not None:
+        check_run_name(name)
         if resume_from is not None:
-            agent.load_state_dict(checkpoint_arrays, checkpoint_meta)
+            raise ValueError("a resumed run keeps its directory: give name or resume_from, "
+                             "not both")
+    with math_threads(threads):
+        if env_id is not None:
+            describe_spaces(env_id)  # unknown ids and unsupported spaces fail here
+        if resume_from is not None:
+            run_dir = _run_dir_of(resume_from)
+            check_writable(run_dir)
         else:
-            run_dir = Path(logdir) / (name or run_name(agent.env_id, agent.name, agent.seed))
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return _run(agent, run_dir, total_steps, eval_episodes, save_every, progress,
-                    extra_hparams or {}, callback, resumed=resume_from is not None)
-    finally:
-        agent.close()
+            check_writable(logdir)
+        agent = make_agent()
+        try:
+            check_batch(agent.config.to_dict())
+            if resume_from is None:
+                run_dir = _create_run_dir(Path(logdir), name or run_name(
+                    agent.env_id, agent.name, agent.seed), unique=name is None)
+            with RunLock(run_dir):
+                record = None
+                if resume_from is not None:
+                    record = _load_for_resume(agent, resume_from, run_dir, total_steps)
+                return _run(agent, run_dir, total_steps, eval_episodes, save_every, progress,
+                            extra_hparams or {}, callback, record)
+        finally:
+            agent.close()
 
 
 def resume(make_agent: Callable[[], Any], checkpoint: str | os.PathLike[str], total_steps: int,
@@ -180,37 +592,126 @@ def resume(make_agent: Callable[[], Any], checkpoint: str | os.PathLike[str], to
     return train(make_agent, total_steps, resume_from=checkpoint, **kw)
 
 
-def _save(agent: Any, run_dir: Path, saved: list[int]) -> None:
-    """Checkpoint the agent unless this very update is already on disk (``saved`` holds the
-    update count of the last save)."""
-    if saved and saved[0] == agent.num_updates:
-        return
-    arrays, meta = agent.state_dict()
-    save_checkpoint(run_dir / "checkpoint", arrays, meta)
-    saved[:] = [agent.num_updates]
+def _load_for_resume(agent: Any, checkpoint: str | os.PathLike[str], run_dir: Path,
+                     total_steps: int) -> dict[str, Any]:
+    """Load the checkpoint into ``agent`` (holding the run's lock); what changed."""
+    arrays, meta = load_checkpoint(checkpoint)
+    config = agent.config.to_dict()
+    conflicts = resume_conflicts(meta, type(agent.config), config, agent=agent.name,
+                                 env_id=agent.env_id, seed=agent.seed)
+    if conflicts:
+        raise ValueError(conflict_message(run_dir, conflicts))
+    step = int(meta.get("global_step", 0))
+    if step >= total_steps and (run_dir / "summary.json").exists():
+        raise NothingToTrain(run_dir, step, total_steps)
+    saved = meta.get("config") or {}
+    changed = {k: {"from": saved[k], "to": _plain(v)} for k, v in config.items()
+               if k in saved and _plain(v) != saved[k]}
+    previous = _read_json(run_dir / "config.json")
+    if previous.get("total_steps") not in (None, total_steps):
+        changed["total_steps"] = {"from": previous["total_steps"], "to": total_steps}
+    agent.load_state_dict(arrays, meta)
+    return {"step": step, "changed": changed, "config": previous}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON to ``path`` atomically (a temporary file, then a rename)."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _is_environment_error(error: BaseException) -> bool:
+    """Whether ``error`` came from the environment: an ``EnvironmentStepError`` where
+    rlgrad.envs has it; before that, a RuntimeError raised inside an environment's ``step`` or
+    ``reset`` (a frame of a Gymnasium env or of rlgrad's VecEnv)."""
+    if EnvironmentStepError is not None:
+        return isinstance(error, EnvironmentStepError)
+    if not isinstance(error, RuntimeError) or isinstance(error, (NotImplementedError,
+                                                                 RecursionError)):
+        return False
+    import gymnasium as gym
+
+    from .envs import VecEnv
+
+    envs = (gym.Env, gym.vector.VectorEnv, VecEnv)
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name in ("step", "reset") \
+                and isinstance(frame.f_locals.get("self"), envs):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_every: int,
-         progress: bool | None, extra_hparams: dict[str, Any],
-         callback: Callable[[Any, dict[str, Any]], None] | None, resumed: bool) -> dict[str, Any]:
+         progress: bool, extra_hparams: dict[str, Any],
+         callback: Callable[[Any, dict[str, Any]], None] | None,
+         resumed: dict[str, Any] | None) -> dict[str, Any]:
     hparams = {"agent": agent.name, "env_id": agent.env_id, "seed": agent.seed,
                "total_steps": total_steps, **agent.config.to_dict(), **extra_hparams}
-    if not resumed:
-        (run_dir / "config.json").write_text(json.dumps(hparams, indent=1) + "\n")
+    if resumed is None:
+        _write_json(run_dir / "config.json", hparams)
+    elif resumed["changed"]:
+        history = list(resumed["config"].get("resumed", []))
+        history.append({"step": resumed["step"], "changed": resumed["changed"]})
+        _write_json(run_dir / "config.json", {**resumed["config"], **_plain(hparams),
+                                              "resumed": history})
     writer = SummaryWriter(run_dir)
-    writer.add_text("hyperparameters", hparams_markdown(hparams))
-    bar = Progress(total_steps, enabled=progress)
+    try:
+        writer.add_text("hyperparameters", hparams_markdown(hparams))
+        if resumed is not None:
+            rows = {"step": resumed["step"], **{k: f"{v['from']} -> {v['to']}"
+                                                for k, v in resumed["changed"].items()}}
+            writer.add_text("resumed", hparams_markdown(rows), resumed["step"])
+        return _learn(agent, run_dir, writer, total_steps, eval_episodes, save_every, progress,
+                      callback, resumed is not None)
+    finally:
+        writer.close()
+
+
+def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
+           eval_episodes: int, save_every: int, progress: bool,
+           callback: Callable[[Any, dict[str, Any]], None] | None,
+           resumed: bool) -> dict[str, Any]:
+    bar = Progress(total_steps, enabled=bool(progress))
     logger = _Logger(writer, bar)
     start = time.perf_counter()
     steps_at_start = agent.global_step
-    saved: list[int] = [agent.num_updates] if resumed else []
+    # the state after the last completed update, which is what any stop saves: an error in the
+    # middle of collecting a batch leaves the agent's generator (and whatever collection
+    # touches) past that point
+    last = [agent.num_updates, *agent.state_dict()]
+    saved = [agent.num_updates if resumed else None]
+
+    def save() -> None:
+        if saved[0] != last[0]:
+            save_checkpoint(run_dir / "checkpoint", last[1], last[2])
+            saved[0] = last[0]
 
     def on_update(a: Any, info: dict[str, Any]) -> None:
         logger(a, info)
         if callback is not None:
             callback(a, info)
+        last[:] = [a.num_updates, *a.state_dict()]
         if a.num_updates % save_every == 0:
-            _save(a, run_dir, saved)
+            save()
 
     previous = None
     try:
@@ -219,18 +720,26 @@ def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_e
         previous = None
     try:
         agent.learn(total_steps, callback=on_update)
+    except BaseException as e:
+        try:
+            save()
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        if _is_environment_error(e):
+            on_disk = saved[0] == last[0]
+            raise EnvironmentFailed(run_dir, agent.env_id, last[2].get("global_step", 0) if
+                                    on_disk else None, e) from e
+        raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-        last = {"return": float(np.mean(logger.recent))} if logger.recent else {}
-        bar.close(agent.global_step, **last)
+        tail = {"return": float(np.mean(logger.recent))} if logger.recent else {}
+        bar.close(agent.global_step, **tail)
         writer.flush()
     wall = time.perf_counter() - start
+    save()
     if agent.stop_requested:
-        _save(agent, run_dir, saved)
-        writer.close()
         raise TrainingInterrupted(run_dir, agent.global_step)
-    _save(agent, run_dir, saved)
     summary: dict[str, Any] = {
         "agent": agent.name,
         "env_id": agent.env_id,
@@ -251,8 +760,5 @@ def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_e
         writer.add_scalar("eval/return_mean", summary["eval_return_mean"], agent.global_step)
     else:
         summary.update(eval_return_mean=None, eval_return_std=None, eval_episodes=0)
-    writer.close()
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1) + "\n")
-    os.replace(tmp, run_dir / "summary.json")
+    _write_json(run_dir / "summary.json", summary)
     return summary
