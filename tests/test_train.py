@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import tests.tiny_envs  # noqa: F401 - registers the tiny environments
 from agents import Reinforce, ReinforceBaseline
@@ -21,6 +25,7 @@ from rlgrad.checkpoint import load_checkpoint
 from rlgrad.cli import main
 from rlgrad.envs import NonFiniteError
 from rlgrad.train import TrainingInterrupted, train
+from tests.tiny_envs import Signal
 
 ROOT = Path(__file__).resolve().parents[1]
 SIGNAL = "tests.tiny_envs:Signal-v0"
@@ -222,3 +227,223 @@ def test_eval_records_one_video_per_episode(tmp_path, capsys):
     videos = sorted((tmp_path / "videos").glob("*.mp4"))
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
     assert len(result["returns"]) == 2
+
+
+# ---- run directories and their locks --------------------------------------------------------
+
+STAMP = 1_700_000_000
+NAME = f"tests.tiny_envs_Signal-v0__reinforce__0__{STAMP}"
+
+
+def make_tiny(seed: int = 0):
+    return lambda: Reinforce(SIGNAL, Reinforce.config_class(
+        num_envs=2, steps_per_update=64, hidden_sizes=(8,)), seed=seed)
+
+
+def test_runs_started_in_the_same_second_get_their_own_directories(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: STAMP + 0.5)  # the clock of the default name
+    first = train(make_tiny(), 128, tmp_path, eval_episodes=0, progress=False)
+    kept = {p.name: p.read_bytes() for p in (tmp_path / NAME).iterdir() if p.is_file()}
+    second = train(make_tiny(), 256, tmp_path, eval_episodes=0, progress=False)
+    assert Path(first["run_dir"]) == tmp_path / NAME
+    assert Path(second["run_dir"]) == tmp_path / f"{NAME}-1"
+    assert {p.name: p.read_bytes() for p in (tmp_path / NAME).iterdir() if p.is_file()} == kept
+    assert load_checkpoint(tmp_path / NAME)[1]["global_step"] == 128
+    assert load_checkpoint(tmp_path / f"{NAME}-1")[1]["global_step"] == 256
+
+
+def _train_at_the_barrier(logdir: Path, barrier) -> None:
+    barrier.wait(timeout=60)
+    train(make_tiny(), 256, logdir, eval_episodes=0, progress=False)
+
+
+def test_two_processes_started_at_once_get_two_directories(tmp_path, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: STAMP + 0.5)  # the children inherit the clock
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(2)
+    procs = [ctx.Process(target=_train_at_the_barrier, args=(tmp_path, barrier))
+             for _ in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    assert [proc.exitcode for proc in procs] == [0, 0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [NAME, f"{NAME}-1"]
+    for run in tmp_path.iterdir():
+        arrays, meta = load_checkpoint(run)
+        assert meta["global_step"] == 256 and meta["num_updates"] == 4
+        assert json.loads((run / "summary.json").read_text())["run_dir"] == str(run)
+        assert len(list(run.glob("events.out.tfevents.*"))) == 1
+        assert not (run / ".lock").exists()
+
+
+def test_a_run_holds_its_lock_while_it_trains_and_removes_it_at_the_end(tmp_path):
+    seen = []
+
+    def look(agent, info):
+        seen.append(json.loads((tmp_path / "r" / ".lock").read_text()))
+
+    train(make_tiny(), 128, tmp_path, name="r", eval_episodes=0, progress=False, callback=look)
+    assert len(seen) == 2
+    assert seen[0]["pid"] == os.getpid() and seen[0]["host"] == socket.gethostname()
+    assert not (tmp_path / "r" / ".lock").exists()
+
+
+def _hold_lock(run_dir: Path, ready, done) -> None:
+    from rlgrad.train import RunLock
+
+    RunLock(run_dir).acquire()
+    ready.set()
+    done.wait(timeout=120)
+
+
+def test_the_lock_is_exclusive_and_a_dead_owners_lock_is_taken_over(tmp_path):
+    from rlgrad.train import RunLock, RunLocked
+
+    train(make_tiny(), 128, tmp_path, name="r", eval_episodes=0, progress=False)
+    run = tmp_path / "r"
+    ctx = mp.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(run, ready, done))
+    holder.start()
+    try:
+        assert ready.wait(timeout=60)
+        assert RunLock(run).owner()["pid"] == holder.pid
+        with pytest.raises(RunLocked, match=f"pid {holder.pid} on host"):
+            RunLock(run).acquire()
+        with pytest.raises(RunLocked, match=f"pid {holder.pid}"):
+            train(make_tiny(), 256, resume_from=run, eval_episodes=0, progress=False)
+        assert load_checkpoint(run)[1]["global_step"] == 128  # untouched
+    finally:
+        holder.kill()
+        holder.join()
+    assert json.loads((run / ".lock").read_text())["pid"] == holder.pid  # left by the kill
+    assert RunLock(run).owner() is None  # its owner is dead: stale
+    train(make_tiny(), 256, resume_from=run, eval_episodes=0, progress=False)
+    assert load_checkpoint(run)[1]["global_step"] == 256
+    assert not (run / ".lock").exists()
+
+
+def test_a_lock_whose_pid_now_belongs_to_another_process_is_stale(tmp_path):
+    from rlgrad.train import RunLock, RunLocked
+
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "start": "1", "time": 0}
+    (tmp_path / ".lock").write_text(json.dumps(record))  # our pid, but not our start time
+    assert RunLock(tmp_path).owner() is None
+    record["host"] = "another-host"  # a host we cannot look at: taken as live
+    (tmp_path / ".lock").write_text(json.dumps(record))
+    assert RunLock(tmp_path).owner() == record
+    with pytest.raises(RunLocked, match="pid .* on host another-host"):
+        RunLock(tmp_path).acquire()
+
+
+def test_the_lock_is_reentrant_within_a_process(tmp_path):
+    from rlgrad.train import RunLock
+
+    with RunLock(tmp_path) as outer:
+        with RunLock(tmp_path) as inner:
+            assert inner.held and outer.held
+        assert (tmp_path / ".lock").exists()
+    assert not (tmp_path / ".lock").exists()
+
+
+# ---- an error of the environment ------------------------------------------------------------
+
+
+class Flaky(Signal):
+    """Signal-v0 that raises a RuntimeError once ``fail_at`` steps were taken by all of its
+    instances (None: never)."""
+
+    fail_at: int | None = None
+    steps = 0
+
+    def step(self, action):
+        Flaky.steps += 1
+        if Flaky.fail_at is not None and Flaky.steps > Flaky.fail_at:
+            raise RuntimeError("the simulator lost its state")
+        return super().step(action)
+
+
+gym.register("Flaky-v0", entry_point=Flaky, max_episode_steps=8)
+
+
+def test_an_environment_error_saves_the_last_update_and_resume_continues_exactly(
+        tmp_path, capsys, monkeypatch):
+    opts = ["--agent", "reinforce", "--env", "Flaky-v0", "--num-envs", "2",
+            "--steps-per-update", "64", "--hidden-sizes", "8", "--eval-episodes", "0",
+            "--quiet", "--total-steps", "640", "--save-every", "100", "--logdir", str(tmp_path)]
+    monkeypatch.setattr(Flaky, "steps", 0)
+    monkeypatch.setattr(Flaky, "fail_at", 300)  # in the fifth batch of 64 steps
+    assert main(["train", *opts, "--run-name", "broken"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rlgrad: error: environment Flaky-v0 failed: RuntimeError: the "
+                          "simulator lost its state") and err.count("\n") == 1, err
+    assert f"saved {tmp_path / 'broken'} at step 256" in err
+    _, meta = load_checkpoint(tmp_path / "broken")
+    assert (meta["global_step"], meta["num_updates"]) == (256, 4)  # the last completed update
+    assert not (tmp_path / "broken" / ".lock").exists()
+
+    monkeypatch.setattr(Flaky, "fail_at", None)
+    assert main(["train", "--resume", str(tmp_path / "broken"), "--total-steps", "640",
+                 "--quiet", "--eval-episodes", "0"]) == 0
+    assert main(["train", *opts, "--run-name", "straight"]) == 0
+    a, _ = load_checkpoint(tmp_path / "broken")
+    b, _ = load_checkpoint(tmp_path / "straight")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_an_error_of_the_agent_is_not_called_an_environment_error(tmp_path):
+    class Broken(Reinforce):
+        def loss(self, *args, **kw):
+            raise RuntimeError("bug in the loss")
+
+    with pytest.raises(RuntimeError, match="^bug in the loss$"):
+        train(lambda: Broken(SIGNAL, Broken.config_class(num_envs=2, steps_per_update=64,
+                                                         hidden_sizes=(8,))),
+              128, tmp_path, name="r", eval_episodes=0, progress=False)
+    assert load_checkpoint(tmp_path / "r")[1]["num_updates"] == 0  # what there was: saved
+
+
+# ---- math threads ---------------------------------------------------------------------------
+
+
+def _thread_counts() -> set[int]:
+    return {pool["num_threads"] for pool in threadpool_info()}
+
+
+def test_training_and_evaluation_run_with_one_math_thread(tmp_path):
+    seen = {}
+
+    class Probe(Reinforce):
+        def evaluate(self, *args, **kw):
+            seen["evaluate"] = _thread_counts()
+            return super().evaluate(*args, **kw)
+
+    def look(agent, info):
+        seen["learn"] = _thread_counts()
+
+    with threadpool_limits(2):  # the caller's process has more than one thread
+        train(lambda: Probe(SIGNAL, Probe.config_class(num_envs=2, steps_per_update=64,
+                                                       hidden_sizes=(8,))),
+              64, tmp_path, eval_episodes=1, progress=False, callback=look)
+        assert _thread_counts() == {2}  # restored
+    assert seen == {"learn": {1}, "evaluate": {1}}
+
+
+def test_math_threads_limits_and_restores():
+    from rlgrad.threads import math_threads
+
+    with threadpool_limits(2):
+        with pytest.raises(KeyError):
+            with math_threads(1):
+                assert _thread_counts() == {1}
+                raise KeyError("restored after an error too")
+        assert _thread_counts() == {2}
+        with math_threads(None):
+            assert _thread_counts() == {2}
+    for bad in (0, -1, True, 1.0, "1"):
+        with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+            with math_threads(bad):
+                pass
