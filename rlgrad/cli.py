@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +100,28 @@ def _typed_names(argv: list[str]) -> tuple[list[str], list[str]]:
     return known.agent, known.env
 
 
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+class _NoneValue:
+    """``none`` typed for an option that may be None (None itself means "not given")."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+_NONE = _NoneValue()
+
+
+def _value_type(kind: str, optional: bool) -> Callable[[str], Any]:
+    """The argparse ``type`` of a config field of :func:`rlgrad.config.field_kinds`' ``kind``;
+    ``none`` gives None where the field may be None."""
+    base = {"float": float, "int": int, "ints": int, "str": str}[kind]
+    if not optional:
+        return base
+
+    def parse(text: str) -> Any:
+        return _NONE if text.lower() == "none" else base(text)
+
+    parse.__name__ = base.__name__  # argparse names it in "invalid float value"
+    return parse
 
 
 def _threads(text: str) -> int:
@@ -120,21 +134,26 @@ def _threads(text: str) -> int:
     return value
 
 
-def _config_fields(classes: list[type]) -> dict[str, tuple[dataclasses.Field, dict[str, Any]]]:
-    """Every config field of the given agents, with each agent's default."""
-    fields: dict[str, tuple[dataclasses.Field, dict[str, Any]]] = {}
+def _config_fields(classes: list[type]
+                   ) -> dict[str, tuple[dataclasses.Field, tuple[str, bool], dict[str, Any]]]:
+    """Every config field of the given agents: the field, its kind (see
+    :func:`rlgrad.config.field_kinds`) and each agent's default."""
+    from rlgrad.config import field_kinds
+
+    fields: dict[str, tuple[dataclasses.Field, tuple[str, bool], dict[str, Any]]] = {}
     for cls in classes:
+        kinds = field_kinds(cls.config_class)
         for f in dataclasses.fields(cls.config_class):
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-            entry = fields.setdefault(f.name, (f, {}))
-            entry[1][cls.name] = default
+            entry = fields.setdefault(f.name, (f, kinds[f.name], {}))
+            entry[2][cls.name] = default
     return fields
 
 
 def _add_config_options(parser: argparse.ArgumentParser, classes: list[type]) -> None:
     group = parser.add_argument_group("agent options (default: the agent's own; with --resume: "
                                       "the run's)")
-    for name, (f, defaults) in _config_fields(classes).items():
+    for name, (f, (kind, optional), defaults) in _config_fields(classes).items():
         default = next(iter(defaults.values()))
         values = set(map(repr, defaults.values()))
         if len(values) == 1 and len(defaults) == len(classes):
@@ -143,20 +162,21 @@ def _add_config_options(parser: argparse.ArgumentParser, classes: list[type]) ->
             shown = "default: " + ", ".join(f"{a}: {d!r}" for a, d in defaults.items())
         kw: dict[str, Any] = {"default": None, "help": f"{f.metadata.get('help', '')} ({shown})"}
         flag = "--" + name.replace("_", "-")
-        if isinstance(default, bool):
+        if kind == "bool":
             kw["action"] = argparse.BooleanOptionalAction
-        elif isinstance(default, tuple):
+        elif kind == "ints":
             kw.update(nargs="+", type=int, metavar="N")
-        elif isinstance(default, float):
-            kw["type"] = _finite_float
         else:
-            kw["type"] = type(default)
+            kw["type"] = _value_type(kind, optional)
+            if optional:
+                kw["metavar"] = f"{kind.upper()}|none"
         group.add_argument(flag, dest=f"cfg_{name}", **kw)
 
 
 def _given(args: argparse.Namespace) -> dict[str, Any]:
     """The agent options given on the command line."""
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_") and v is not None}
+    return {k[4:]: None if v is _NONE else v for k, v in vars(args).items()
+            if k.startswith("cfg_") and v is not None}
 
 
 def _option(key: str) -> str:
@@ -210,7 +230,7 @@ def _train(args: argparse.Namespace) -> int:
             args.total_steps = 200_000
 
     summary = train(
-        lambda: cls(env_id, config=config, seed=seed),
+        lambda: cls(env_id, config=config, seed=seed, threads=args.threads),
         args.total_steps,
         args.logdir,
         name=args.run_name,
@@ -240,7 +260,7 @@ def _eval(args: argparse.Namespace) -> int:
                                          if k in own})
     config = dataclasses.replace(config, num_envs=1)
     with math_threads(args.threads):
-        agent = cls(env_id, config=config, seed=meta.get("seed", 0))
+        agent = cls(env_id, config=config, seed=meta.get("seed", 0), threads=args.threads)
         try:
             meta = dict(meta, config=config.to_dict())
             agent.load_state_dict(arrays, meta)

@@ -198,11 +198,8 @@ class Grid:
 
 
 def _build_config(cls: type, given: dict[str, Any]) -> Any:
-    from rlgrad.train import check_batch
-
     config = cls.config_class.from_dict(given)
     config.validate()
-    check_batch(config.to_dict())
     return config
 
 
@@ -298,7 +295,7 @@ def _execute(spec: RunSpec, logdir: str | os.PathLike[str],
     config = cls.config_class.from_dict(spec.config)
 
     def make() -> Any:
-        return cls(spec.env_id, config=config, seed=spec.seed)
+        return cls(spec.env_id, config=config, seed=spec.seed, threads=threads)
 
     kw: dict[str, Any] = dict(eval_episodes=spec.eval_episodes, progress=False,
                               env_id=spec.env_id, threads=threads)
@@ -679,13 +676,16 @@ def parse_set(items: Sequence[str], classes: Sequence[type]) -> dict[str, list[A
     """``["ent_coef=0", "ent_coef=0.01", "hidden_sizes=32,32"]`` -> grid options.
 
     A key given more than once becomes an axis of the grid with each value. Values are parsed
-    by the type of the field's default in the agents' configs: numbers, ``true``/``false``,
-    comma-separated integers for sizes, strings otherwise.
+    by the declared type of the field in the agents' configs (:func:`rlgrad.config.field_kinds`):
+    numbers, ``true``/``false``, comma-separated integers for sizes, strings otherwise, and
+    ``none`` for a field that may be None.
     """
-    types: dict[str, Any] = {}
+    from rlgrad.config import field_kinds
+
+    kinds: dict[str, tuple[str, bool]] = {}
     for cls in classes:
-        for f in dataclasses.fields(cls.config_class):
-            types.setdefault(f.name, f.default)
+        for name, kind in field_kinds(cls.config_class).items():
+            kinds.setdefault(name, kind)
     options: dict[str, list[Any]] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -694,37 +694,41 @@ def parse_set(items: Sequence[str], classes: Sequence[type]) -> dict[str, list[A
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         if key in ("optimizer", "lr"):
             raise ValueError(f"give {key} with --{key}, not --set")
-        if key not in types:
+        if key not in kinds:
             import difflib
 
-            close = difflib.get_close_matches(key, list(types), n=1)
+            close = difflib.get_close_matches(key, list(kinds), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             agents = ", ".join(c.name for c in classes)
             raise ValueError(f"unknown option {key!r} in --set {item} for agent(s) {agents}."
-                             f"{hint} Options: {', '.join(sorted(types))}")
-        options.setdefault(key, []).append(_parse_value(key, text.strip(), types[key]))
+                             f"{hint} Options: {', '.join(sorted(kinds))}")
+        options.setdefault(key, []).append(_parse_value(key, text.strip(), *kinds[key]))
     return options
 
 
-def _parse_value(key: str, text: str, default: Any) -> Any:
+_EXPECTED = {"bool": "true or false", "ints": "comma-separated integers", "int": "an integer",
+             "float": "a finite number", "str": "a string"}
+
+
+def _parse_value(key: str, text: str, kind: str, optional: bool = False) -> Any:
+    if optional and text.lower() == "none":
+        return None
     try:
-        if isinstance(default, bool):
+        if kind == "bool":
             lowered = text.lower()
             if lowered not in ("true", "false", "1", "0"):
                 raise ValueError
             return lowered in ("true", "1")
-        if isinstance(default, tuple):
+        if kind == "ints":
             return tuple(int(v) for v in text.split(",") if v.strip())
-        if isinstance(default, int):
+        if kind == "int":
             return int(text)
-        if isinstance(default, float):
+        if kind == "float":
             value = float(text)
             if not math.isfinite(value):
                 raise ValueError
             return value
     except ValueError:
-        kind = {bool: "true or false", tuple: "comma-separated integers", int: "an integer",
-                float: "a finite number"}[type(default) if not isinstance(default, bool)
-                                          else bool]
-        raise ValueError(f"--set {key}={text}: expected {kind}") from None
+        also = " or none" if optional else ""
+        raise ValueError(f"--set {key}={text}: expected {_EXPECTED[kind]}{also}") from None
     return text

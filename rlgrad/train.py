@@ -46,7 +46,7 @@ try:
 except ImportError:  # rlgrad.envs before it names the environment's own errors
     EnvironmentStepError = None
 
-__all__ = ["train", "resume", "run_name", "check_run_name", "check_writable", "check_batch",
+__all__ = ["train", "resume", "run_name", "check_run_name", "check_writable",
            "resumable_fields", "resume_conflicts", "RunLock", "TrainingInterrupted",
            "EnvironmentFailed", "RunLocked", "RunExists", "NothingToTrain", "EXIT_INTERRUPTED",
            "FIXED_ON_RESUME", "LOCK_FILE"]
@@ -403,21 +403,6 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def check_batch(config: Mapping[str, Any]) -> None:
-    """Raise ValueError when a batch of ``steps_per_update`` steps cannot give every one of the
-    ``num_envs`` environments a step (more environments than steps): each batch would then be
-    one step per environment, cut off, and nothing would be learned. Batches of whole episodes
-    (``episodes_per_update > 0``) are not concerned."""
-    n, steps = config.get("num_envs"), config.get("steps_per_update")
-    if config.get("episodes_per_update") or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in (n, steps)):
-        return
-    if n > steps:
-        raise ValueError(f"num_envs {n} is more than steps_per_update {steps}: every batch "
-                         "would be one step per environment; use --num-envs <= "
-                         "--steps-per-update")
-
-
 def resumable_fields(config_class: type) -> frozenset[str]:
     """The config fields a resumed run may change.
 
@@ -526,8 +511,9 @@ def train(
 ) -> dict[str, Any]:
     """Train the agent that ``make_agent()`` builds for ``total_steps`` environment steps.
 
-    Checks every argument, the environment's spaces (``env_id`` given), the batch
-    (:func:`check_batch`) and that ``logdir`` is writable before anything is written. Creates
+    Checks every argument, the environment's spaces (``env_id`` given), and that ``logdir``
+    is writable, and builds the agent (which validates its config), before anything is
+    written. Creates
     the run directory ``logdir/name`` exclusively (default name :func:`run_name`, made unique
     with ``-1``, ``-2``, ...; an explicit ``name`` that exists raises :class:`RunExists`) and
     holds its :class:`RunLock` until the end. Saves a checkpoint every ``save_every`` updates
@@ -572,7 +558,6 @@ def train(
             check_writable(logdir)
         agent = make_agent()
         try:
-            check_batch(agent.config.to_dict())
             if resume_from is None:
                 run_dir = _create_run_dir(Path(logdir), name or run_name(
                     agent.env_id, agent.name, agent.seed), unique=name is None)
@@ -690,7 +675,7 @@ def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
            eval_episodes: int, save_every: int, progress: bool,
            callback: Callable[[Any, dict[str, Any]], None] | None,
            resumed: bool) -> dict[str, Any]:
-    bar = Progress(total_steps, enabled=bool(progress))
+    bar = Progress(total_steps, start_step=agent.global_step, enabled=bool(progress))
     logger = _Logger(writer, bar)
     start = time.perf_counter()
     steps_at_start = agent.global_step
@@ -719,7 +704,11 @@ def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
     except ValueError:  # not the main thread: Ctrl-C cannot reach us anyway
         previous = None
     try:
-        agent.learn(total_steps, callback=on_update)
+        if agent.global_step < total_steps:  # else only the evaluation and summary are due
+            # from where the agent is (0, or the checkpoint's step) up to total_steps; the
+            # learning-rate schedule spans the whole run, as in a run never stopped
+            agent.learn(total_steps - agent.global_step, callback=on_update,
+                        reset_num_timesteps=False)
     except BaseException as e:
         try:
             save()

@@ -26,7 +26,7 @@ class Crashing(Reinforce):
 
     name = "crashing"
 
-    def loss(self, batch, idx=None):
+    def loss(self, mb):
         if self.seed == 13:
             raise RuntimeError("boom at seed 13")
         if self.seed == 14:
@@ -35,7 +35,7 @@ class Crashing(Reinforce):
             os.kill(os.getpid(), signal.SIGKILL)
         if self.seed == 16:
             raise RuntimeError(f"threads={os.environ.get('OMP_NUM_THREADS')}")
-        return super().loss(batch, idx)
+        return super().loss(mb)
 
 
 def tiny_grid(**kw) -> Grid:
@@ -87,7 +87,7 @@ def test_sizes_and_booleans_in_names():
     ({"seeds": []}, ValueError, "Grid.seeds has no values"),
     ({"lrs": []}, ValueError, "'lr' has no values"),
     ({"options": {"ent_coef": []}}, ValueError, "'ent_coef' has no values"),
-    ({"lrs": [-1.0]}, ValueError, "lr must be a positive number, got -1.0"),
+    ({"lrs": [-1.0]}, ValueError, "lr must be > 0, got -1.0"),
     ({"lrs": [0.01, 1e-2]}, ValueError, "share the name"),
     ({"seeds": [1, 1]}, ValueError, "distinct"),
     ({"seeds": [-1]}, ValueError, "seed must be an integer >= 0, got -1"),

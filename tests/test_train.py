@@ -149,7 +149,8 @@ def test_ctrl_c_on_the_command_line_exits_130_with_a_checkpoint(tmp_path):
 def test_nan_in_an_observation_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     def make():
         return Reinforce("tests.tiny_envs:Tiny-v0", Reinforce.config_class(
-            num_envs=1, steps_per_update=16, hidden_sizes=(8,)), seed=0, nan_after=100)
+            num_envs=1, steps_per_update=16, hidden_sizes=(8,)), seed=0,
+            env_kwargs={"nan_after": 100})
 
     with pytest.raises(NonFiniteError, match="env index 0"):
         train(make, 10_000, tmp_path, name="run", save_every=1, progress=False)
@@ -202,7 +203,7 @@ def test_help_documents_every_option_and_its_default(capsys):
                    "--value-lr", "--value-steps", "--total-steps", "--seed", "--logdir",
                    "--resume", "--eval-episodes"):
         assert option in out, option
-    assert "default: 0.99" in out and "default: 'adam'" in out
+    assert "(default: 0.99)" in out and "reinforce: 'adam'" in out
 
 
 def test_a_users_own_agent_class_by_module_path(tmp_path):
