@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing as mp
 import os
 import pickle
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from threadpoolctl import threadpool_limits
 
 import tests.tiny_envs  # noqa: F401 - registers the tiny environments
 from agents import AGENTS, Reinforce
+from rlgrad.checkpoint import load_checkpoint
 from rlgrad.cli import main
 from rlgrad.sweep import Grid, RunSpec, parse_set, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SIGNAL = "tests.tiny_envs:Signal-v0"
 TINY = {"steps_per_update": [64], "num_envs": [2], "hidden_sizes": [(8,)]}
@@ -108,6 +118,7 @@ def test_bad_grid_fails_before_anything_starts(tmp_path, kw, error, match):
     ({"backend": "slurm"}, "backend must be one of"),
     ({"workers": 0}, "workers must be an integer >= 1"),
     ({"address": "auto"}, "is for backend='ray'"),
+    ({"threads": 0}, "threads must be an integer >= 1"),
 ])
 def test_bad_sweep_options(tmp_path, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -249,3 +260,166 @@ def test_runspec_travels_to_workers():
     assert pickle.loads(pickle.dumps(spec)) == spec
     assert RunSpec(**json.loads(json.dumps(dataclasses.asdict(spec)))) == \
         dataclasses.replace(spec, config=json.loads(json.dumps(spec.config)))
+
+
+# ---- runs another process writes, runs to resume ---------------------------------------------
+
+
+def same_arrays(a_dir: Path, b_dir: Path) -> None:
+    a, _ = load_checkpoint(a_dir)
+    b, _ = load_checkpoint(b_dir)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=f"{a_dir.name}: {k}")
+
+
+def _hold_lock(run_dir: Path, ready, done) -> None:
+    from rlgrad.train import RunLock
+
+    RunLock(run_dir).acquire()
+    ready.set()
+    done.wait(timeout=120)
+
+
+def test_a_run_another_process_is_writing_is_left_to_it(tmp_path):
+    specs = tiny_grid().runs(AGENTS)
+    busy = tmp_path / specs[0].name
+    busy.mkdir()
+    (busy / "config.json").write_text(json.dumps(specs[0].hparams()))
+    (busy / "events.out.tfevents.theirs").write_text("the other process's events")
+    ctx = mp.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(busy, ready, done))
+    holder.start()
+    try:
+        assert ready.wait(timeout=60)
+        result = run_sweep(specs, tmp_path, workers=2)
+        assert [r.status for r in result.results] == ["elsewhere", "done"]
+        assert f"running elsewhere: pid {holder.pid} on host" in result.results[0].error
+        assert result.ok and "1 done, 0 skipped (complete before), 0 failed, 1 running " \
+            "elsewhere" in result.summary_line()
+        assert (busy / "events.out.tfevents.theirs").exists()  # not deleted
+    finally:
+        holder.kill()
+        holder.join()
+    # its owner is gone (a stale lock): the run has no checkpoint, so it is started again
+    again = run_sweep(specs, tmp_path, workers=2)
+    assert [r.status for r in again.results] == ["done", "skipped"]
+    assert not (busy / "events.out.tfevents.theirs").exists()
+    assert (busy / "summary.json").is_file() and not (busy / ".lock").exists()
+
+
+def test_a_worker_that_finds_its_run_locked_reports_it_running_elsewhere(tmp_path):
+    from rlgrad.sweep import _guarded_run
+
+    (spec,) = tiny_grid(seeds=[1]).runs(AGENTS)
+    run_dir = tmp_path / spec.name
+    run_dir.mkdir()
+    ctx = mp.get_context("fork")
+    ready, done = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(run_dir, ready, done))
+    holder.start()
+    try:
+        assert ready.wait(timeout=60)
+        status, message, _ = _guarded_run(spec, str(tmp_path))
+    finally:
+        holder.kill()
+        holder.join()
+    assert status == "elsewhere" and f"pid {holder.pid}" in message
+    assert list(run_dir.iterdir()) == [run_dir / ".lock"]
+
+
+class SelfInterrupting(Reinforce):
+    """Presses Ctrl-C on its whole sweep (its process group) during the fourth update of seed 2,
+    when RLGRAD_TEST_CTRL_C is set."""
+
+    name = "self_interrupting"
+
+    def loss(self, mb):
+        if os.environ.get("RLGRAD_TEST_CTRL_C") and self.seed == 2 and self.num_updates == 3 \
+                and not getattr(self, "pressed", False):
+            self.pressed = True
+            os.killpg(os.getpgrp(), signal.SIGINT)
+        return super().loss(mb)
+
+
+def test_a_sweep_rerun_after_ctrl_c_resumes_the_runs_it_saved(tmp_path):
+    options = {"steps_per_update": [64], "num_envs": [2], "hidden_sizes": [(8,)]}
+    grid = Grid(agents=["tests.test_sweep:SelfInterrupting"], envs=[SIGNAL], seeds=[1, 2, 3],
+                options=options, total_steps=1024, eval_episodes=0)
+    specs = grid.runs(AGENTS)
+    logdir = tmp_path / "interrupted"
+    argv = ["sweep", "--agent", "tests.test_sweep:SelfInterrupting", "--env", SIGNAL,
+            "--seeds", "1", "2", "3", "--total-steps", "1024", "--eval-episodes", "0", "--set",
+            "steps_per_update=64", "num_envs=2", "hidden_sizes=8", "--workers", "2",
+            "--logdir", str(logdir)]
+    proc = subprocess.run([sys.executable, "-m", "rlgrad", *argv], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "RLGRAD_TEST_CTRL_C": "1"},
+                          capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert "run the same command again to resume" in proc.stderr
+    run2 = logdir / specs[1].name
+    _, meta = load_checkpoint(run2)
+    assert meta["num_updates"] == 4 and meta["global_step"] == 256  # its last update, saved
+    assert not (run2 / "summary.json").exists() and not (run2 / ".lock").exists()
+    first_events = sorted(run2.glob("events.out.tfevents.*"))
+    assert len(first_events) == 1
+
+    result = run_sweep(specs, logdir, workers=2)  # the rerun, with no Ctrl-C
+    assert result.ok
+    resumed = {r.spec.seed: r.resumed_at for r in result.results if r.status == "done"}
+    assert resumed[2] == 256
+    assert first_events[0].exists()  # continued, not started again
+    acc = EventAccumulator(str(run2))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("charts/SPS")]
+    assert steps == sorted(set(steps)) and len(steps) == 16  # every update logged once
+
+    straight = run_sweep(specs, tmp_path / "straight", workers=2)
+    assert [r.status for r in straight.results] == ["done"] * 3
+    for spec in specs:
+        same_arrays(logdir / spec.name, tmp_path / "straight" / spec.name)
+
+
+def test_a_run_dir_without_a_loadable_checkpoint_is_started_again(tmp_path):
+    (spec,) = tiny_grid(seeds=[1]).runs(AGENTS)
+    run_sweep([spec], tmp_path / "straight")
+    run_dir = tmp_path / "redo" / spec.name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps(spec.hparams()))
+    (run_dir / "checkpoint.json").write_text("{not json")  # torn: not loadable
+    result = run_sweep([spec], tmp_path / "redo")
+    assert result.results[0].status == "done" and result.results[0].resumed_at is None
+    same_arrays(run_dir, tmp_path / "straight" / spec.name)
+
+
+def test_train_and_sweep_give_bitwise_the_same_parameters(tmp_path, capsys):
+    config = ["--num-envs", "8", "--steps-per-update", "2048", "--hidden-sizes", "64", "64"]
+    with threadpool_limits(2):  # the calling process has more than one math thread
+        assert main(["train", "--agent", "reinforce_baseline", "--env", SIGNAL,
+                     "--total-steps", "4096", "--logdir", str(tmp_path / "train"),
+                     "--run-name", "r", "--eval-episodes", "0", "--quiet", *config]) == 0
+        assert main(["sweep", "--agent", "reinforce_baseline", "--env", SIGNAL, "--seeds", "0",
+                     "--total-steps", "4096", "--eval-episodes", "0", "--logdir",
+                     str(tmp_path / "sweep"), "--set", "num_envs=8", "steps_per_update=2048",
+                     "hidden_sizes=64,64"]) == 0
+    (run,) = (tmp_path / "sweep").iterdir()
+    assert load_checkpoint(run)[1]["global_step"] == 4096
+    same_arrays(tmp_path / "train" / "r", run)
+
+
+def test_a_grid_with_more_environments_than_steps_per_batch_fails_before_anything(
+        tmp_path, capsys):
+    assert main(["sweep", "--agent", "reinforce", "--env", SIGNAL, "--logdir",
+                 str(tmp_path / "s"), "--set", "num_envs=8", "steps_per_update=4"]) == 1
+    assert "num_envs (8) is larger than steps_per_update (4)" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_set_parses_options_that_may_be_none(tmp_path):
+    from agents import PPO
+
+    assert parse_set(["target_kl=none", "target_kl=0.02"], [PPO]) == \
+        {"target_kl": [None, 0.02]}
+    with pytest.raises(ValueError, match="expected a finite number or none"):
+        parse_set(["target_kl=lots"], [PPO])
