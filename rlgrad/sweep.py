@@ -158,11 +158,12 @@ class Grid:
         classes = {name: resolve_agent(name, agents or {}) for name in self.agents}
         from rlgrad.envs import describe_spaces
 
+        discrete: dict[str, bool] = {}
         for env_id in self.envs:
             if not isinstance(env_id, str):
                 raise TypeError(f"environment ids must be strings, got {env_id!r}")
             try:
-                describe_spaces(env_id)
+                discrete[env_id] = describe_spaces(env_id).discrete
             except ValueError:
                 raise
             except Exception as e:  # gymnasium's own errors: name not found, bad module
@@ -180,6 +181,10 @@ class Grid:
                 for values in itertools.product(*axes.values()):
                     given = dict(zip(keys, values))
                     config = _build_config(cls, given)
+                    # the values the agent will run with (and write to config.json): fields
+                    # left None for "the action space's default" filled in
+                    if hasattr(config, "resolve"):
+                        config = config.resolve(discrete[env_id])
                     full = config.to_dict()
                     for seed in self.seeds:
                         name = run_name(env_id, cls.name, full, keys, int(seed))

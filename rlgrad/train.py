@@ -404,16 +404,18 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 
 def resumable_fields(config_class: type) -> frozenset[str]:
-    """The config fields a resumed run may change.
+    """The config fields a resumed run may change: those whose metadata says ``"resume": True``
+    (:func:`rlgrad.config.resumable_fields`: learning rates, coefficients, ...), or every
+    field of a config that declares nothing (a plain dataclass); never those of
+    :data:`FIXED_ON_RESUME`."""
+    from .config import resumable_fields as marked
 
-    A field whose metadata says ``"resume": True`` (learning rates, coefficients, ...) when the
-    config class marks any field that way; until then every field outside
-    :data:`FIXED_ON_RESUME`. Fields of :data:`FIXED_ON_RESUME` never are.
-    """
     fields = dataclasses.fields(config_class)
-    marked = any("resume" in f.metadata for f in fields)
-    return frozenset(f.name for f in fields if f.name not in FIXED_ON_RESUME
-                     and (f.metadata.get("resume") is True or not marked))
+    if any("resume" in f.metadata for f in fields):
+        free = set(marked(config_class))
+    else:
+        free = {f.name for f in fields}
+    return frozenset(free - FIXED_ON_RESUME)
 
 
 def _plain(x: Any) -> Any:
@@ -506,21 +508,21 @@ def train(
     progress: bool = True,
     env_id: str | None = None,
     extra_hparams: dict[str, Any] | None = None,
-    callback: Callable[[Any, dict[str, Any]], None] | None = None,
+    callback: Callable[[Any, dict[str, Any]], bool | None] | None = None,
     threads: int | None = 1,
 ) -> dict[str, Any]:
     """Train the agent that ``make_agent()`` builds for ``total_steps`` environment steps.
 
-    Checks every argument, the environment's spaces (``env_id`` given), and that ``logdir``
-    is writable, and builds the agent (which validates its config), before anything is
-    written. Creates
-    the run directory ``logdir/name`` exclusively (default name :func:`run_name`, made unique
-    with ``-1``, ``-2``, ...; an explicit ``name`` that exists raises :class:`RunExists`) and
-    holds its :class:`RunLock` until the end. Saves a checkpoint every ``save_every`` updates
+    Checks every argument, the environment's spaces (``env_id`` given) and that ``logdir`` is
+    writable, and builds the agent (which validates its config), before anything is written.
+    Creates the run directory ``logdir/name`` exclusively (default name :func:`run_name`, made
+    unique with ``-1``, ``-2``, ...; an explicit ``name`` that exists raises :class:`RunExists`)
+    and holds its :class:`RunLock` until the end. Saves a checkpoint every ``save_every`` updates
     and at the end, evaluates for ``eval_episodes`` episodes and writes ``summary.json``.
-    Returns the summary. Training and evaluation run with ``threads`` math-library threads
-    (:func:`rlgrad.threads.math_threads`; None: as the process has them). ``progress`` prints a
-    progress line to stderr (also when it is not a terminal).
+    Returns the summary. ``callback(agent, info)`` is called after every update, as by
+    ``agent.learn`` (returning False ends training there). Training and evaluation run with
+    ``threads`` math-library threads (:func:`rlgrad.threads.math_threads`; None: as the process
+    has them). ``progress`` prints a progress line to stderr (also when it is not a terminal).
 
     ``resume_from`` (a run directory or its checkpoint) continues that run up to
     ``total_steps``: ``make_agent()`` must build the same agent, environment, seed and fixed
@@ -690,13 +692,13 @@ def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
             save_checkpoint(run_dir / "checkpoint", last[1], last[2])
             saved[0] = last[0]
 
-    def on_update(a: Any, info: dict[str, Any]) -> None:
+    def on_update(a: Any, info: dict[str, Any]) -> bool | None:
         logger(a, info)
-        if callback is not None:
-            callback(a, info)
+        stop = callback is not None and callback(a, info) is False  # as agent.learn's
         last[:] = [a.num_updates, *a.state_dict()]
         if a.num_updates % save_every == 0:
             save()
+        return False if stop else None
 
     previous = None
     try:
