@@ -74,10 +74,14 @@ class EnvironmentFailed(RuntimeError):
 
     def __init__(self, run_dir: Path, env_id: str, global_step: int | None,
                  error: BaseException) -> None:
-        what = " ".join(f"{type(error).__name__}: {error}".split())
+        if EnvironmentStepError is not None and isinstance(error, EnvironmentStepError):
+            what = " ".join(str(error).split())  # it names the environment itself
+        else:
+            what = f"environment {env_id} failed: " + " ".join(
+                f"{type(error).__name__}: {error}".split())
         saved = (f"saved {run_dir} at step {global_step}; continue with --resume {run_dir}"
                  if global_step is not None else f"could not save {run_dir}")
-        super().__init__(f"environment {env_id} failed: {what} ({saved})")
+        super().__init__(f"{what} ({saved})")
         self.run_dir = run_dir
         self.global_step = global_step
         self.error = error

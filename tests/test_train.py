@@ -377,8 +377,8 @@ def test_an_environment_error_saves_the_last_update_and_resume_continues_exactly
     monkeypatch.setattr(Flaky, "fail_at", 300)  # in the fifth batch of 64 steps
     assert main(["train", *opts, "--run-name", "broken"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("rlgrad: error: environment Flaky-v0 failed: RuntimeError: the "
-                          "simulator lost its state") and err.count("\n") == 1, err
+    assert err.startswith("rlgrad: error: ") and err.count("\n") == 1, err
+    assert re.search("Flaky-v0.*RuntimeError.*the simulator lost its state", err), err
     assert f"saved {tmp_path / 'broken'} at step 256" in err
     _, meta = load_checkpoint(tmp_path / "broken")
     assert (meta["global_step"], meta["num_updates"]) == (256, 4)  # the last completed update
