@@ -61,23 +61,20 @@ def checkpoint_agent(meta: dict[str, Any], where: Any) -> type:
 
 
 def checkpoint_env(meta: dict[str, Any], where: Any) -> str:
-    """The environment id a checkpoint names, if loading it imports nothing new: an id without
+    """The environment id a checkpoint names, if making it imports nothing new: an id without
     a module part (Gymnasium's registry decides, as for any id), or ``module:Env-v0`` whose
-    module is already imported and has registered ``Env-v0``. Otherwise it must be named on the
-    command line (``--env``)."""
+    module is already imported (``allow_import=False`` of :func:`rlgrad.envs.make`). Otherwise
+    it must be named on the command line (``--env``)."""
+    from rlgrad.envs import describe_spaces
+
     env_id = meta.get("env_id")
     if not isinstance(env_id, str) or not env_id:
         raise ValueError(f"{where}: the checkpoint names no environment; give --env")
-    module, _, name = env_id.rpartition(":")
-    if not module:
-        return env_id
-    import gymnasium as gym
-
-    if module in sys.modules and name in gym.registry:
-        return env_id
-    raise ValueError(f"{where}: the checkpoint's environment {env_id!r} needs module "
-                     f"{module!r} and rlgrad does not import code that a checkpoint names; if "
-                     f"you trust it, name it: --env {env_id}")
+    try:
+        describe_spaces(env_id, allow_import=False)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    return env_id
 
 
 def _import_from_cwd() -> None:
