@@ -145,13 +145,20 @@ def _check_number(name: str, kind: str, value: Any, meta: Any) -> None:
         raise TypeError(f"{name} must be {what}, got {value!r}")
     if kind == "int" and not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if kind == "float" and not math.isfinite(value):
+    if kind == "float" and not _is_finite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     bounds = [(meta.get("ge"), ">=", lambda v, b: v >= b), (meta.get("gt"), ">", lambda v, b: v > b),
               (meta.get("le"), "<=", lambda v, b: v <= b), (meta.get("lt"), "<", lambda v, b: v < b)]
     for bound, sign, ok in bounds:
         if bound is not None and not ok(value, bound):
             raise ValueError(f"{name} must be {_rule(meta)}, got {value!r}")
+
+
+def _is_finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _rule(meta: Any) -> str:
