@@ -417,6 +417,29 @@ def test_checkpoint_of_a_normalised_ppo_keeps_its_statistics_exactly(tmp_path):
             np.testing.assert_array_equal(v, stats[k], err_msg=k)
 
 
+@pytest.mark.parametrize("key,change,match", [
+    ("normalizer.obs.var", lambda v: np.full_like(v, -1.0), "var >= 0"),
+    ("normalizer.reward.count", lambda v: np.full_like(v, -1.0), "count >= 0"),
+    ("normalizer.obs.mean", lambda v: v.astype(np.float32), "float64"),
+    ("normalizer.value.var", lambda v: np.full_like(v, -1.0), "var >= 0"),
+])
+def test_bad_normaliser_statistics_leave_the_agent_untouched(key, change, match):
+    """The statistics are checked with the rest, before anything is assigned."""
+    kw = {"num_envs": 2, "num_steps": 8, "minibatch_size": 8, "hidden_sizes": (8,),
+          "normalize_obs": True, "normalize_reward": True, "normalize_value": True}
+    agent = PPO(SIGNAL_BOX, seed=0, **kw)
+    agent.learn(32)
+    arrays, meta = agent.state_dict()
+    other = PPO(SIGNAL_BOX, seed=1, **kw)
+    before = params_of(other)
+    arrays[key] = change(arrays[key])
+    with pytest.raises(ValueError, match=match):
+        other.load_state_dict(arrays, meta)
+    after = params_of(other)
+    for k in before:
+        np.testing.assert_array_equal(after[k], before[k], err_msg=k)
+
+
 @pytest.mark.parametrize("cls", [PPO, A2C])
 def test_same_seed_gives_bit_identical_parameters(cls):
     def run(seed):
