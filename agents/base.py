@@ -138,7 +138,10 @@ class AgentConfig:
             if kind == "ints" and isinstance(value, list):
                 value = tuple(value)
             elif kind == "float" and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
+                try:
+                    value = float(value)
+                except OverflowError:  # too large for a float: validate() says so
+                    pass
             kw[key] = value
         return cls(**kw)
 

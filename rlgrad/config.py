@@ -145,7 +145,7 @@ def _check_number(name: str, kind: str, value: Any, meta: Any) -> None:
         raise TypeError(f"{name} must be {what}, got {value!r}")
     if kind == "int" and not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
-    if kind == "float" and not math.isfinite(value):
+    if kind == "float" and not _is_finite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     ok = {"ge": value >= meta["ge"] if meta.get("ge") is not None else True,
           "gt": value > meta["gt"] if meta.get("gt") is not None else True,
@@ -153,6 +153,13 @@ def _check_number(name: str, kind: str, value: Any, meta: Any) -> None:
           "lt": value < meta["lt"] if meta.get("lt") is not None else True}
     if not all(ok.values()):
         raise ValueError(f"{name} must be {_rule(meta)}, got {value!r}")
+
+
+def _is_finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _rule(meta: Any) -> str:

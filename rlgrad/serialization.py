@@ -18,6 +18,7 @@ This module knows agents only through the attributes they share (``name``, ``env
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -150,6 +151,10 @@ def _check_normalizer_state(name: str, norm: Any, state: dict[str, np.ndarray]) 
         if np.shape(v) != np.shape(current[k]):
             raise CheckpointError(f"normaliser {name!r} {k} has shape {np.shape(v)}, expected "
                                   f"{np.shape(current[k])}")
+    try:  # the normaliser's own checks (dtype, var >= 0, count >= 0), on a copy
+        copy.deepcopy(norm).load_state_dict(state)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"normaliser {name!r} state does not fit: {e}") from None
 
 
 def _check_optimizer_state(opt: optim.Optimizer, state: dict[str, Any]) -> None:
