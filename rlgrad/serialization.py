@@ -169,11 +169,20 @@ def _check_optimizer_state(opt: optim.Optimizer, state: dict[str, Any]) -> None:
         if len(saved.get("params", [])) != len(group["params"]):
             raise ValueError(f"a group has {len(saved.get('params', []))} parameters, expected "
                              f"{len(group['params'])}")
+        # the optimizer's own rules (lr > 0, 0 <= beta < 1, eps >= 0, ...), as at construction
+        opt._check_hyperparameters({k: v for k, v in saved.items() if k != "params"})
+        for key, value in saved.items():
+            if isinstance(value, float) and not np.isfinite(value):
+                raise ValueError(f"hyperparameter {key!r} is {value}")
     params = [p for g in opt.param_groups for p in g["params"]]
     for index, s in state.get("state", {}).items():
         i = int(index)
         if not 0 <= i < len(params):
             raise ValueError(f"state refers to parameter {i} of {len(params)}")
+        step = s.get("step")
+        if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float))
+                                 or step < 0 or step != int(step)):
+            raise ValueError(f"step count of parameter {i} is {step!r}, expected an integer >= 0")
         for key, value in s.items():
             arr = np.asarray(value)
             if arr.ndim and arr.shape != params[i].shape:

@@ -328,3 +328,32 @@ def test_newton_can_drive_a_small_policy():
     assert type(agent.optimizer).__name__ == "Newton"
     assert any(not np.array_equal(before[k], after[k]) for k in before)
     assert all(np.isfinite(v).all() for v in after.values())
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda g: g.update(eps=-1.0), "eps"),
+    (lambda g: g.update(betas=[2.0, 0.9]), "beta"),
+    (lambda g: g.update(lr=float("nan")), "lr|nan"),
+])
+def test_a_checkpoint_with_bad_optimizer_hyperparameters_is_refused(edit, match):
+    agent = Reinforce(SIGNAL, small(Reinforce), seed=0)
+    agent.learn(200)
+    arrays, meta = agent.state_dict()
+    edit(meta["optimizers"]["policy"]["param_groups"][0])
+    other = Reinforce(SIGNAL, small(Reinforce), seed=1)
+    before = params_of(other)
+    with pytest.raises(ValueError, match=match):
+        other.load_state_dict(arrays, meta)
+    for k, v in params_of(other).items():
+        np.testing.assert_array_equal(before[k], v)
+
+
+def test_a_checkpoint_with_a_negative_step_count_is_refused():
+    agent = Reinforce(SIGNAL, small(Reinforce), seed=0)
+    agent.learn(200)
+    arrays, meta = agent.state_dict()
+    states = meta["optimizers"]["policy"]["state"]
+    first = next(iter(states.values()))
+    first["step"] = -3
+    with pytest.raises(ValueError, match="step"):
+        Reinforce(SIGNAL, small(Reinforce), seed=1).load_state_dict(arrays, meta)
