@@ -5,6 +5,13 @@ from __future__ import annotations
 from . import nn, optim, regularization
 from ._allocator import tune_allocator
 from .autograd import conjugate_gradient, grad, gradcheck, hessian, hvp, jacobian
+from .curvature import (
+    FisherVectorProduct,
+    fisher_vector_product,
+    gradient_noise_scale,
+    hessian_eigenvalues,
+    hessian_trace,
+)
 from .regularization import l1_penalty, l2_penalty
 from .sensitivity import input_gradients, policy_sensitivity
 from .tensor import (
@@ -45,6 +52,11 @@ __all__ = [
     "jacobian",
     "conjugate_gradient",
     "gradcheck",
+    "FisherVectorProduct",
+    "fisher_vector_product",
+    "hessian_eigenvalues",
+    "hessian_trace",
+    "gradient_noise_scale",
     "l1_penalty",
     "l2_penalty",
     "input_gradients",

@@ -6,6 +6,7 @@ derivatives come from running it twice (double backprop).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -186,6 +187,7 @@ def conjugate_gradient(
     b: np.ndarray,
     iters: int = 10,
     tol: float = 1e-10,
+    residuals: list[float] | None = None,
 ) -> np.ndarray:
     """Solve A x = b for symmetric positive-definite A, given only products A v.
 
@@ -197,15 +199,21 @@ def conjugate_gradient(
         p_{k+1} = r_{k+1} + \\frac{r_{k+1}^T r_{k+1}}{r_k^T r_k} p_k
 
     Stops after ``iters`` iterations or when r^T r < tol. Exact in n iterations for an n x n A
-    (in exact arithmetic).
+    (in exact arithmetic). Pass a list as ``residuals`` to have the residual norms
+    ||r_k|| = ||b - A x_k|| appended to it, from ||b|| at x_0 = 0 to the returned x (the
+    recursion's r_k, which equals b - A x_k up to rounding).
     """
     b = np.asarray(b)
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
+    if residuals is not None and not isinstance(residuals, list):
+        raise TypeError(f"residuals must be a list to append to, got {type(residuals).__name__}")
     x = np.zeros_like(b, dtype=np.result_type(b.dtype, np.float32))
     r = b.astype(x.dtype, copy=True)
     p = r.copy()
     rr = float(np.vdot(r, r))
+    if residuals is not None:
+        residuals.append(math.sqrt(rr))
     for _ in range(iters):
         if rr < tol:
             break
@@ -217,6 +225,8 @@ def conjugate_gradient(
         x += alpha * p
         r -= alpha * ap
         rr_new = float(np.vdot(r, r))
+        if residuals is not None:
+            residuals.append(math.sqrt(rr_new))
         p = r + (rr_new / rr) * p
         rr = rr_new
     return x

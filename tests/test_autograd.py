@@ -6,6 +6,7 @@ central differences of first derivatives, in float64.
 
 from __future__ import annotations
 
+import math
 import re
 
 import numpy as np
@@ -593,6 +594,55 @@ def test_conjugate_gradient_stops_early_and_raises_on_indefinite_matrices():
         )
     with pytest.raises(ValueError):
         rlgrad.conjugate_gradient(lambda v: v, np.ones(2), iters=0)
+
+
+def _spd(n, lo, hi, seed):
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    eigs = np.geomspace(lo, hi, n)
+    return q @ np.diag(eigs) @ q.T, rng.standard_normal(n)
+
+
+def test_conjugate_gradient_residual_history_reaches_1e_10_on_a_200_dim_spd_system():
+    a, b = _spd(200, 1.0, 100.0, seed=0)
+    history = []
+    x = rlgrad.conjugate_gradient(lambda v: a @ v, b, iters=200, tol=1e-20, residuals=history)
+    # one norm per iterate, from ||b|| at x_0 = 0; the last is the returned x's residual
+    assert history[0] == pytest.approx(np.linalg.norm(b), rel=1e-15)
+    assert history[-1] < 1e-10 <= history[-2]
+    assert history[-1] == pytest.approx(np.linalg.norm(b - a @ x), rel=1e-2, abs=1e-13)
+    assert len(history) - 1 < 200  # the tolerance stopped it, well before n iterations
+    assert_close(x, np.linalg.solve(a, b), rtol=1e-9, atol=1e-11)
+    # the recorded residuals fall: by orders of magnitude over every 10 iterations
+    h = np.array(history)
+    assert np.all(h[10:] < 0.5 * h[:-10])
+
+
+def test_conjugate_gradient_error_falls_monotonically_within_the_chebyshev_bound():
+    """||x* - x_k||_A decreases at every step and stays below
+    2 ((sqrt(kappa) - 1) / (sqrt(kappa) + 1))^k ||x*||_A (CG's classical bound)."""
+    a, b = _spd(200, 1.0, 100.0, seed=1)
+    x_star = np.linalg.solve(a, b)
+    history = []
+    rlgrad.conjugate_gradient(lambda v: a @ v, b, iters=40, tol=0.0, residuals=history)
+    errors, true_residuals = [np.sqrt(x_star @ a @ x_star)], [np.linalg.norm(b)]
+    for k in range(1, 41):
+        x = rlgrad.conjugate_gradient(lambda v: a @ v, b, iters=k, tol=0.0)
+        errors.append(np.sqrt((x_star - x) @ a @ (x_star - x)))
+        true_residuals.append(np.linalg.norm(b - a @ x))
+    errors = np.array(errors)
+    assert np.all(np.diff(errors) < 0)
+    rate = (math.sqrt(100.0) - 1) / (math.sqrt(100.0) + 1)
+    assert np.all(errors <= 2 * rate ** np.arange(41) * errors[0] * (1 + 1e-12))
+    assert_close(history, true_residuals, rtol=1e-8, atol=1e-12)  # the history is b - A x_k
+
+
+def test_conjugate_gradient_residuals_must_be_a_list():
+    with pytest.raises(TypeError, match="residuals must be a list"):
+        rlgrad.conjugate_gradient(lambda v: v, np.ones(2), residuals=())
+    history = []
+    rlgrad.conjugate_gradient(lambda v: v, np.ones(2), residuals=history)  # A = I: one step
+    assert history == [pytest.approx(math.sqrt(2)), 0.0]
 
 
 # --------------------------------------------------------------------------------------------
