@@ -102,6 +102,9 @@ class NPGConfig(ActorCriticConfig):
         if self.shared_network:
             raise ValueError(f"shared_network is not supported by {name}: the value fit would "
                              "move the policy outside its trust region; use separate networks")
+        if self.squash:
+            raise ValueError(f"squash is not supported by {name}: its Fisher-vector products "
+                             "and KL take a Categorical or a plain Normal policy")
 
     def resolve(self, discrete: bool) -> NPGConfig:
         defaults = DISCRETE_DEFAULTS if discrete else BOX_DEFAULTS
@@ -155,8 +158,9 @@ class NPG(ActorCritic):
 
     Metrics: ``approx_kl`` (mean KL(pi_old || pi) of the step taken, 0 if none), ``cg_residual``
     (:math:`\lVert g - (F + \lambda I) x \rVert`), ``cg_iterations``, ``line_search_steps``
-    (step fractions rejected before the accepted one), ``step_size`` (the multiplier of x
-    applied, 0 if none), ``surrogate_improvement`` (:math:`L(\theta) - L(\theta_{old})`),
+    (step fractions rejected before the accepted one; all tried when none was),
+    ``step_size`` (the multiplier of x applied, 0 if none), ``surrogate_improvement``
+    (:math:`L(\theta) - L(\theta_{old})`),
     ``line_search_rejected`` (1.0 when the policy was left unchanged), ``policy_loss``
     (:math:`-L` at the parameters the update leaves), ``grad_norm`` (:math:`\lVert g \rVert`),
     ``entropy`` (at theta_old), ``value_loss`` (mean over the value steps) and

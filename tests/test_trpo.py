@@ -367,6 +367,7 @@ def test_defaults_follow_sb3_contrib_and_normalise_box_only():
     (TRPO, "update_epochs", 4, r"update_epochs is not used by TRPO .*value_epochs"),
     (TRPO, "vf_coef", 0.5, r"vf_coef is not used by TRPO"),
     (TRPO, "shared_network", True, r"shared_network is not supported by TRPO"),
+    (NPG, "squash", True, r"squash is not supported by NPG"),
 ])
 def test_bad_options_are_one_line_errors(cls, field, value, match):
     with pytest.raises((ValueError, TypeError), match=match) as info:
