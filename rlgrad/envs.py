@@ -325,7 +325,29 @@ def _keep_mujoco_log_out_of_cwd() -> None:
 
 
 def _mujoco_warning(message: str) -> None:
-    warnings.warn(f"MuJoCo: {_one_line(message)}", RuntimeWarning, stacklevel=2)
+    # a model-compiler deprecation (HalfCheetah's XML uses 'settotalmass') is the library's
+    # business, hidden by Python's default filters like any DeprecationWarning; the rest
+    # (NaN/huge accelerations, which MuJoCo answers by resetting) show as RuntimeWarnings
+    # (attributed to this module, not to gymnasium's, which shows its own deprecations once)
+    category = DeprecationWarning if "deprecated" in message else RuntimeWarning
+    warnings.warn(f"MuJoCo: {_one_line(message)}", category, stacklevel=1)
+
+
+def _route_mujoco_warnings(spec: EnvSpec) -> None:
+    """Before a MuJoCo environment's model is compiled, send MuJoCo's warnings to Python's
+    ``warnings`` instead of its default handler, which prints each one and appends it to
+    ``MUJOCO_LOG.TXT`` in the working directory (the compiler warns while the env is built,
+    before :func:`_keep_mujoco_log_out_of_cwd` can act). A callback the user installed stays."""
+    entry = spec.entry_point
+    module = entry if isinstance(entry, str) else getattr(entry, "__module__", "")
+    if "mujoco" not in str(module):
+        return
+    try:
+        import mujoco
+    except ImportError:
+        return  # _dependencies_of names the extra to install
+    if mujoco.get_mju_user_warning() is None:
+        mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 def make(env_id: str, *, allow_import: bool = True, **kwargs: Any) -> gym.Env:
@@ -343,6 +365,7 @@ def make(env_id: str, *, allow_import: bool = True, **kwargs: Any) -> gym.Env:
             a missing optional dependency (naming the extra to install).
     """
     spec = _resolve_spec(env_id, allow_import=allow_import)
+    _route_mujoco_warnings(spec)
     with _dependencies_of(spec):
         env = gym.make(spec, **kwargs)
     _keep_mujoco_log_out_of_cwd()
@@ -515,6 +538,7 @@ def make_vec(
     _check_seed(seed)
     mode = _MODES[autoreset_mode or "same_step"]
     spec = _resolve_spec(env_id, allow_import=allow_import)
+    _route_mujoco_warnings(spec)
     with _dependencies_of(spec):
         env, used = _make_gym_vec(spec, int(num_envs), vectorization, mode, kwargs)
     _keep_mujoco_log_out_of_cwd()

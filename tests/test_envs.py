@@ -767,3 +767,19 @@ def test_allow_import_false_refuses_to_import_a_module(monkeypatch, call):
     call("CartPole-v1", allow_import=False)  # plain ids import nothing
     call(TINY)  # the user typed it
     call(TINY, allow_import=False)  # imported already: importing again runs nothing
+
+
+def test_halfcheetah_compiles_without_a_log_file_or_a_deprecation_screen(tmp_path):
+    """HalfCheetah's model uses MuJoCo's deprecated 'settotalmass': the compiler warns while the
+    environment is built, before any MuJoCo object exists to reconfigure, so the warning route
+    must be in place first."""
+    code = ("import sys; sys.path.insert(0, %r)\n"
+            "import numpy as np\n"
+            "from rlgrad.envs import make_vec\n"
+            "env = make_vec('HalfCheetah-v5', 2, seed=0); env.reset()\n"
+            "for _ in range(5): env.step(np.zeros((2, 6)))\n" % str(Path(__file__).parents[1]))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+    assert "deprecated" not in out.stderr
