@@ -773,11 +773,12 @@ def test_halfcheetah_compiles_without_a_log_file_or_a_deprecation_screen(tmp_pat
     """HalfCheetah's model uses MuJoCo's deprecated 'settotalmass': the compiler warns while the
     environment is built, before any MuJoCo object exists to reconfigure, so the warning route
     must be in place first."""
-    code = ("import sys; sys.path.insert(0, %r)\n"
+    root = str(Path(__file__).parents[1])
+    code = (f"import sys; sys.path.insert(0, {root!r})\n"
             "import numpy as np\n"
             "from rlgrad.envs import make_vec\n"
             "env = make_vec('HalfCheetah-v5', 2, seed=0); env.reset()\n"
-            "for _ in range(5): env.step(np.zeros((2, 6)))\n" % str(Path(__file__).parents[1]))
+            "for _ in range(5): env.step(np.zeros((2, 6)))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
