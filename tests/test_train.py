@@ -61,7 +61,7 @@ def test_cli_train_writes_run_directory_tensorboard_checkpoint_and_summary(tmp_p
     tags = set(acc.Tags()["scalars"])
     for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS",
                 "charts/learning_rate", "losses/policy_loss", "losses/value_loss",
-                "losses/entropy", "diagnostics/grad_norm", "diagnostics/explained_variance"):
+                "losses/entropy", "diagnostics/grad_norm", "losses/explained_variance"):
         assert tag in tags, tag
     returns = acc.Scalars("charts/episodic_return")
     assert all(0 <= e.value <= 8 for e in returns)
