@@ -236,12 +236,19 @@ def _train(args: argparse.Namespace) -> int:
             file_options = config_options(run, cls.config_class, cls.name)
             notes.append(f"config: {run.path}")
             _warn_resumed(run)
-        preset = None if args.no_preset or (run is not None and not run.preset) \
-            else _preset_for(cls, env_id)
+        recorded = None if run is None or args.no_preset else run.preset_record
+        preset = None if args.no_preset or recorded is not None or (
+            run is not None and not run.preset) else _preset_for(cls, env_id)
         base = {**(preset.options if preset else {}), **file_options}
         config = build_config(cls, args, base)
-        if preset is not None:
-            overridden = set(preset.options) & (set(file_options) | set(_given(args)))
+        given = set(_given(args))
+        if recorded is not None:  # a run's config.json: its preset, carried over
+            overridden = set(recorded.get("overridden", [])) | (set(recorded["options"]) & given)
+            extra_config = {"preset": {**recorded, "overridden": sorted(overridden)}}
+            notes.append(f"preset: {cls.__name__} on {env_id} from {recorded['file']} "
+                         f"({recorded['source']}), as {run.path} records it")
+        elif preset is not None:
+            overridden = set(preset.options) & (set(file_options) | given)
             extra_config = {"preset": _preset_record(preset, overridden)}
             notes.append(_preset_line(cls, env_id, preset))
         else:

@@ -16,9 +16,11 @@ option fields  any config field of the agent (``lr``, ``hidden_sizes``, ...), wi
                hold it; it does not change the result)
 ``preset``     ``false``: start from the agent's plain defaults, as ``--no-preset``; ``true``
                (the default): from the preset of the agent and environment, if there is one.
-               The table a run's ``config.json`` records under ``preset`` (the preset that run
-               started from) is information and is ignored: the file's fields already hold every
-               value it set, so a preset looked up now changes none of them
+               The table a run's ``config.json`` records under ``preset`` (``file``,
+               ``source``, ``options``, ``overridden``: the preset that run started from) is
+               carried over as :attr:`RunConfig.preset_record` and no preset is looked up: the
+               file's fields already hold every value it set (and a preset file edited since
+               would change nothing anyway), so the new run's ``config.json`` says the same
 ``resumed``    the resume history of a run's ``config.json``: ignored. The fields hold the
                values the run ended with, which a new run uses from its first step, so
                :attr:`RunConfig.resumed` lets the caller say that the new run does not replay
@@ -80,6 +82,7 @@ class RunConfig:
     total_steps: int | None = None
     threads: int | None = None
     preset: bool = True
+    preset_record: dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     resumed: tuple[Any, ...] = ()
 
@@ -95,8 +98,10 @@ def read_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]
         raise ValueError(f"config file {path}: unknown format {path.suffix or '(no suffix)'!r}; "
                          f"expected one of {', '.join(SUFFIXES)}")
     try:
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"config file {path}: no such file")
+        if not path.is_file():
+            raise ValueError(f"config file {path} is not a regular file")
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise ValueError(f"config file {path} is {size} bytes, more than a config file "
@@ -218,9 +223,12 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
         preset = data["preset"]
         if isinstance(preset, bool):
             kw["preset"] = preset
-        elif not isinstance(preset, Mapping):  # a mapping: a run's record, ignored (see above)
+        elif _is_preset_record(preset):
+            kw["preset_record"] = dict(preset)
+        else:
             raise ValueError(f"config file {path}: preset must be true, false or the table a "
-                             f"run's config.json records, got {preset!r}")
+                             "run's config.json records (file, source, options, overridden), "
+                             f"got {preset!r}")
     if "resumed" in data:
         if not isinstance(data["resumed"], list):
             raise ValueError(f"config file {path}: resumed must be the list of changes a "
@@ -228,6 +236,16 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
         kw["resumed"] = tuple(data["resumed"])
     options = {k: v for k, v in data.items() if k not in RUN_KEYS}
     return RunConfig(path=path, format=fmt, options=options, **kw)
+
+
+def _is_preset_record(value: Any) -> bool:
+    if not isinstance(value, Mapping) or not {"file", "source", "options"} <= set(value) \
+            or not set(value) <= {"file", "source", "options", "overridden"}:
+        return False
+    overridden = value.get("overridden", [])
+    return isinstance(value["file"], str) and isinstance(value["source"], str) \
+        and isinstance(value["options"], Mapping) and isinstance(overridden, list) \
+        and all(isinstance(k, str) for k in overridden)
 
 
 def config_options(run: RunConfig, config_class: type, agent: str) -> dict[str, Any]:
