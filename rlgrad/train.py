@@ -7,10 +7,12 @@ disk. It knows agents only through the interface they share (``learn``, ``evalua
 
 A run directory ``LOGDIR/{env}__{agent}__{seed}__{unix time}/`` holds the TensorBoard event
 file, ``config.json``, the checkpoint (``checkpoint.json`` + its arrays file) and
-``summary.json``. It is created exclusively: a second run started in the same second with the
-same name gets ``NAME-1`` (then ``-2``, ...), and an explicitly named run never writes into an
-existing directory. While a process writes a run, the directory holds a lock file ``.lock``
-naming that process (:class:`RunLock`), so a sweep or a ``--resume`` elsewhere leaves it alone.
+``summary.json``; with evaluation during training also ``evaluations.json`` and the checkpoint
+directory ``best/`` of the best evaluated policy. It is created exclusively: a second run
+started in the same second with the same name gets ``NAME-1`` (then ``-2``, ...), and an
+explicitly named run never writes into an existing directory. While a process writes a run, the
+directory holds a lock file ``.lock`` naming that process (:class:`RunLock`), so a sweep or a
+``--resume`` elsewhere leaves it alone.
 
 A resumed run continues from its checkpoint. What shapes the arrays or the run's identity
 (agent, environment, seed, network shape, optimizers) cannot change; everything else can
@@ -754,6 +756,11 @@ def train(
             check_writable(logdir)
         agent = make_agent()
         try:
+            clash = sorted(set(extra_config) & {f.name for f in
+                                                dataclasses.fields(agent.config)})
+            if clash:
+                raise ValueError(f"extra_config key {clash[0]!r} is a config field of "
+                                 f"{agent.name}")
             if resume_from is None:
                 run_dir = _create_run_dir(Path(logdir), name or run_name(
                     agent.env_id, agent.name, agent.seed), unique=name is None)
@@ -878,9 +885,6 @@ def _is_environment_error(error: BaseException) -> bool:
 def _run(agent: Any, run_dir: Path, opts: _RunOptions,
          resumed: dict[str, Any] | None) -> dict[str, Any]:
     config = agent.config.to_dict()
-    clash = sorted(set(opts.extra_config) & set(config))
-    if clash:
-        raise ValueError(f"extra_config key {clash[0]!r} is a config field of {agent.name}")
     hparams = {"agent": agent.name, "env_id": agent.env_id, "seed": agent.seed,
                "total_steps": opts.total_steps, **config, **opts.extra_hparams}
     if resumed is None:
@@ -949,8 +953,8 @@ def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, opts: _RunOptions,
         # update to be done (and evaluated) again on resume
         best = evals is not None and evals.due(a.global_step) and evals.run(a, arrays, meta)
         last[:] = [a.num_updates, arrays, meta]
-        if a.num_updates % save_every == 0 or best:  # never a best/ newer than the checkpoint
-            save()
+        if a.num_updates % save_every == 0 or best:
+            save()  # with a new best, so that a resumed run starts after it
         return False if stop else None
 
     previous = None

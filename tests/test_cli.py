@@ -658,8 +658,14 @@ def test_export_of_a_box_ppo_with_normalized_observations_acts_as_predict(tmp_pa
         np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-6, err_msg=fmt)
 
 
-def test_export_errors_are_one_line(tmp_path, capsys):
-    run = base_run(capsys, tmp_path)
+def test_export_infers_the_format_and_errors_are_one_line(tmp_path, capsys):
+    run = base_run(capsys, tmp_path)  # reinforce_baseline: agent.policy, discrete
+    code, out, err = cli(capsys, "export", str(run), "--out", str(tmp_path / "e" / "p.npz"))
+    assert code == 0, err
+    assert json.loads(out) == {"checkpoint": str(run), "format": "numpy",
+                               "out": str(tmp_path / "e" / "p.npz"),
+                               "loader": str(tmp_path / "e" / "policy_loader.py")}
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["p.npz", "policy_loader.py"]
     code, _, err = cli(capsys, "export", str(run), "--out", str(tmp_path / "policy.txt"))
     assert code == 1 and "give --format (onnx or numpy)" in one_error_line(err)
     code, _, err = cli(capsys, "export", str(run), "--format", "onnx", "--out",

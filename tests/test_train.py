@@ -622,3 +622,34 @@ def test_ctrl_c_writes_no_end_record_and_the_resumed_run_no_second_start(tmp_pat
     records = hparams_records(tmp_path / "r")
     assert [kind for kind, _ in records] == ["start", "end"]
     assert records[1][1].status == api_pb2.STATUS_SUCCESS
+
+
+@pytest.mark.parametrize("kw,error,match", [
+    ({"extra_config": {"seed": 1}}, ValueError, "extra_config key 'seed' is one train"),
+    ({"extra_config": {"resumed": []}}, ValueError, "extra_config key 'resumed'"),
+    ({"extra_config": {"lr": 0.1}}, ValueError, "extra_config key 'lr' is a config field"),
+    ({"extra_config": {"x": object()}}, TypeError, "extra_config must be JSON data"),
+    ({"extra_config": {"x": float("nan")}}, TypeError, "extra_config must be JSON data"),
+    ({"extra_config": [("x", 1)]}, TypeError, "extra_config must be a mapping"),
+    ({"eval_every": -1}, ValueError, "eval_every must be an integer >= 0"),
+    ({"eval_every": True}, ValueError, "eval_every must be an integer >= 0"),
+    ({"eval_every": 64, "eval_episodes": 0}, ValueError, "needs eval_episodes >= 1"),
+    ({"eval_seed": -1}, ValueError, "eval_seed must be an integer >= 0"),
+    ({"note": 3}, TypeError, "note must be a str or None"),
+])
+def test_bad_train_arguments_write_nothing(tmp_path, kw, error, match):
+    with pytest.raises(error, match=match):
+        train(make_tiny(), 64, tmp_path / "logs", progress=False, **kw)
+    assert not (tmp_path / "logs").exists() or list((tmp_path / "logs").iterdir()) == []
+
+
+def test_extra_config_goes_to_config_json_and_the_text_tab_only(tmp_path):
+    record = {"file": "f.toml", "source": "s", "options": {"lr": 0.1}}
+    train(make_tiny(), 64, tmp_path, name="r", eval_episodes=0, progress=False,
+          extra_config={"preset": record}, note="preset: mine")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["preset"] == record and config["lr"] == 5e-3
+    (start,) = [info for kind, info in hparams_records(tmp_path / "r") if kind == "start"]
+    assert "preset" not in start.hparams and "lr" in start.hparams
+    text = scalars(tmp_path / "r").Tensors("hyperparameters")[0].tensor_proto.string_val[0]
+    assert '|preset|{"file": "f.toml"' in text.decode()
