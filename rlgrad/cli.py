@@ -551,7 +551,9 @@ def _parser(agent_classes: list[type]) -> argparse.ArgumentParser:
                         "the final evaluation)")
     t.add_argument("--save-every", type=int, default=10,
                    help="save a checkpoint every this many updates (default: 10)")
-    t.add_argument("--threads", type=_threads, default=None, help=_THREADS_HELP)
+    t.add_argument("--threads", type=_threads, default=None,
+                   help="math-library (BLAS/OpenMP) threads per run (default: the --config "
+                        "file's threads, else 1)")
     t.add_argument("--quiet", action="store_true",
                    help="print nothing but errors and warnings: no first line, progress or "
                         "summary")

@@ -7,9 +7,11 @@ under one log directory, named after its configuration::
     LOGDIR/CartPole-v1__reinforce_baseline__adam__lr0.01__seed1/
 
 so the runs sit side by side in TensorBoard (the full configuration is also in each run's text
-tab and ``config.json``), and a rerun of the same sweep finds them: a run is complete when its
-``summary.json`` exists, and complete runs are skipped. An incomplete run (a Ctrl-C, a crash)
-that has a loadable checkpoint is resumed from it; one without is deleted and starts again.
+tab and ``config.json``; ``rlgrad sweep`` starts each run from its agent's preset for the
+environment, as ``rlgrad train`` does, see :class:`Grid`), and a rerun of the same sweep finds
+them: a run is complete when its ``summary.json`` exists, and complete runs are skipped. An
+incomplete run (a Ctrl-C, a crash) that has a loadable checkpoint is resumed from it; one
+without is deleted and starts again.
 A run another process is writing (its :class:`rlgrad.train.RunLock` is live) is left alone and
 reported as running elsewhere, so two sweeps on one logdir share the work instead of deleting
 each other's runs.
