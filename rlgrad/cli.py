@@ -1,4 +1,4 @@
-"""The ``rlgrad`` command: ``train``, ``eval``, ``sweep`` and ``plot``.
+"""The ``rlgrad`` command: ``train``, ``eval``, ``export``, ``sweep`` and ``plot``.
 
 This module is the composition root: the only place in ``rlgrad`` that looks agents up, by name
 in ``agents.AGENTS`` or as ``--agent package.module:ClassName`` for a user's own agent. It has no
@@ -200,12 +200,15 @@ def build_config(cls: type, args: argparse.Namespace,
 def _train(args: argparse.Namespace) -> int:
     from rlgrad.train import conflict_message, resume_conflicts, train
 
+    threads, extra_config, notes = args.threads, None, []
     if args.resume is not None:
         from rlgrad.checkpoint import load_checkpoint
 
-        if args.run_name is not None:
-            raise ValueError("--run-name does not go with --resume: a resumed run keeps its "
-                             "directory")
+        for given, flag in ((args.run_name, "--run-name"), (args.config, "--config"),
+                            (args.no_preset or None, "--no-preset")):
+            if given is not None:
+                raise ValueError(f"{flag} does not go with --resume: a resumed run keeps its "
+                                 "directory and configuration (give the options to change)")
         if args.total_steps is None:
             raise ValueError("--resume needs --total-steps (the run's total budget)")
         _, meta = load_checkpoint(args.resume)
@@ -217,54 +220,204 @@ def _train(args: argparse.Namespace) -> int:
         if conflicts:
             raise ValueError(conflict_message(args.resume, conflicts, _option))
         config = build_config(cls, args, meta.get("config"))
+        notes.append(_recorded_preset_line(cls, env_id, args.resume))
+        total_steps = args.total_steps
     else:
-        if args.agent is None or args.env is None:
-            raise ValueError("train needs --agent and --env (or --resume CHECKPOINT)")
-        cls = resolve_agent(args.agent)
-        config = build_config(cls, args)
-        env_id, seed = args.env, 0 if args.seed is None else args.seed
-        if args.total_steps is None:
-            args.total_steps = 200_000
+        run = None
+        if args.config is not None:
+            from rlgrad.configfile import load_run_config
+
+            run = load_run_config(args.config)
+        cls, env_id = _agent_and_env(args, run)
+        file_options = {}
+        if run is not None:
+            from rlgrad.configfile import config_options
+
+            file_options = config_options(run, cls.config_class, cls.name)
+            notes.append(f"config: {run.path}")
+            _warn_resumed(run)
+        recorded = None if run is None or args.no_preset else run.preset_record
+        preset = None if args.no_preset or recorded is not None or (
+            run is not None and not run.preset) else _preset_for(cls, env_id)
+        base = {**(preset.options if preset else {}), **file_options}
+        config = build_config(cls, args, base)
+        given = set(_given(args))
+        if recorded is not None:  # a run's config.json: its preset, carried over
+            overridden = set(recorded.get("overridden", [])) | (set(recorded["options"]) & given)
+            extra_config = {"preset": {**recorded, "overridden": sorted(overridden)}}
+            notes.append(f"preset: {cls.__name__} on {env_id} from {recorded['file']} "
+                         f"({recorded['source']}), as {run.path} records it")
+        elif preset is not None:
+            overridden = set(preset.options) & (set(file_options) | given)
+            extra_config = {"preset": _preset_record(preset, overridden)}
+            notes.append(_preset_line(cls, env_id, preset))
+        else:
+            notes.append("preset: none (--no-preset)" if args.no_preset else
+                         "preset: none (the config file's preset = false)"
+                         if run is not None and not run.preset else "preset: none")
+        seed = _first(args.seed, run and run.seed, 0)
+        total_steps = _first(args.total_steps, run and run.total_steps, 200_000)
+        threads = _first(args.threads, run and run.threads, 1)
+    threads = 1 if threads is None else threads
 
     summary = train(
-        lambda: cls(env_id, config=config, seed=seed, threads=args.threads),
-        args.total_steps,
+        lambda: cls(env_id, config=config, seed=seed, threads=threads),
+        total_steps,
         args.logdir,
         name=args.run_name,
         resume_from=args.resume,
         eval_episodes=args.eval_episodes,
+        eval_every=args.eval_every,
         save_every=args.save_every,
         progress=not args.quiet,
         env_id=env_id,
-        threads=args.threads,
+        extra_config=extra_config,
+        note="; ".join(notes) or None,
+        threads=threads,
     )
     if not args.quiet:
         print(json.dumps(summary, indent=1))
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    import numpy as np
+def _first(*values: Any) -> Any:
+    """The first value that is not None."""
+    return next(v for v in values if v is not None)
 
+
+def _agent_and_env(args: argparse.Namespace, run: Any) -> tuple[type, str]:
+    """The agent class and environment id of a new run: the command line's, else the config
+    file's. A file names a registered agent and an environment whose module (if any) is
+    imported already: code a file names is never imported, as for a checkpoint."""
+    spec = args.agent if args.agent else run.agent if run is not None else None
+    env_id = args.env if args.env else run.env_id if run is not None else None
+    if spec is None or env_id is None:
+        raise ValueError("train needs --agent and --env (or a --config FILE naming them, or "
+                         "--resume CHECKPOINT)")
+    if not args.agent and ":" in spec:
+        raise ValueError(f"config file {run.path} names agent {spec!r}; rlgrad does not import "
+                         f"code that a file names: give --agent {spec} on the command line")
+    if not args.env and ":" in env_id and env_id.partition(":")[0] not in sys.modules:
+        raise ValueError(f"config file {run.path} names environment {env_id!r}, which would "
+                         f"import module {env_id.partition(':')[0]!r}; rlgrad does not import "
+                         f"code that a file names: give --env {env_id} on the command line")
+    return resolve_agent(spec), env_id
+
+
+def _warn_resumed(run: Any) -> None:
+    """Say so when a config file is the config.json of a run that was resumed with other
+    values: a run from it uses the last values from its first step on."""
+    steps = [h.get("step") for h in run.resumed if isinstance(h, dict)]
+    keys = sorted({k for h in run.resumed if isinstance(h, dict)
+                   for k in (h.get("changed") or {}) if isinstance(k, str)})
+    if run.resumed:
+        print(f"rlgrad: warning: {run.path} is the config of a run resumed at step(s) "
+              f"{', '.join(map(str, steps))} with other {', '.join(keys) or 'options'}; this "
+              "run uses its last values from step 0 and does not replay those changes",
+              file=sys.stderr, flush=True)
+
+
+# ---- presets --------------------------------------------------------------------------------
+
+
+def _preset_for(cls: type, env_id: str) -> Any:
+    """The preset (``agents.presets``) of a registered agent for ``env_id``, or None; its
+    options checked to be fields of the agent."""
+    from agents.presets import preset
+    from rlgrad.config import suggest
+
+    if _agents().get(cls.name) is not cls:
+        return None  # a user's class: its fields are its own, rlgrad has no preset for them
+    found = preset(cls.name, env_id)
+    if found is None:
+        return None
+    own = [f.name for f in dataclasses.fields(cls.config_class)]
+    unknown = sorted(set(found.options) - set(own))
+    if unknown:
+        raise ValueError(f"preset file {found.path} [{env_id!r}]: unknown option {unknown[0]!r} "
+                         f"for agent {cls.name!r}{suggest(unknown[0], own)}")
+    return found
+
+
+def _preset_file(path: Path) -> str:
+    """A preset file's path as the project shows it: ``agents/presets/ppo.toml``."""
+    import agents
+
+    root = Path(agents.__file__).resolve().parents[1]
+    try:
+        return Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _preset_record(preset: Any, overridden: set[str] = frozenset()) -> dict[str, Any]:
+    """What ``config.json`` records under ``"preset"``: the file, its source, the options it
+    gives, and those of them the command line or the config file overrode."""
+    return {"file": _preset_file(preset.path), "source": preset.source,
+            "options": json.loads(json.dumps(preset.options)), "overridden": sorted(overridden)}
+
+
+def _preset_line(cls: type, env_id: str, preset: Any) -> str:
+    return f"preset: {cls.__name__} on {env_id} from {_preset_file(preset.path)} " \
+           f"({preset.source})"
+
+
+def _recorded_preset_line(cls: type, env_id: str, checkpoint: str) -> str:
+    """The preset a resumed run started from, as its config.json records it."""
+    from rlgrad.train import _read_json, _run_dir_of
+
+    record = _read_json(_run_dir_of(checkpoint) / "config.json").get("preset")
+    if not isinstance(record, dict):
+        return "preset: none"
+    return f"preset: {cls.__name__} on {env_id} from {record.get('file')} " \
+           f"({record.get('source')})"
+
+
+def _sweep_presets(cls: type, env_id: str) -> dict[str, Any] | None:
+    """The preset record of a sweep's run (see :class:`rlgrad.sweep.Grid`)."""
+    found = _preset_for(cls, env_id)
+    return None if found is None else {k: v for k, v in _preset_record(found).items()
+                                       if k != "overridden"}
+
+
+# ---- eval and export ------------------------------------------------------------------------
+
+
+def _saved_agent(checkpoint: str, agent: str | None, env: str | None, threads: int) -> Any:
+    """The agent saved at ``checkpoint`` with one environment, its state loaded: its class
+    registered (or ``agent`` as typed), its environment the checkpoint's unless it needs a
+    module imported (or ``env`` as typed). Call inside ``math_threads``; close it."""
     from rlgrad.checkpoint import load_checkpoint
-    from rlgrad.threads import math_threads
 
-    arrays, meta = load_checkpoint(args.checkpoint)
-    cls = resolve_agent(args.agent) if args.agent else checkpoint_agent(meta, args.checkpoint)
-    env_id = args.env if args.env else checkpoint_env(meta, args.checkpoint)
+    arrays, meta = load_checkpoint(checkpoint)
+    cls = resolve_agent(agent) if agent else checkpoint_agent(meta, checkpoint)
+    env_id = env if env else checkpoint_env(meta, checkpoint)
     own = {f.name for f in dataclasses.fields(cls.config_class)}
     config = cls.config_class.from_dict({k: v for k, v in (meta.get("config") or {}).items()
                                          if k in own})
     config = dataclasses.replace(config, num_envs=1)
+    instance = cls(env_id, config=config, seed=meta.get("seed", 0), threads=threads)
+    try:
+        instance.load_state_dict(arrays, dict(meta, config=config.to_dict()))
+    except BaseException:
+        instance.close()
+        raise
+    return instance
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rlgrad.threads import math_threads
+
     with math_threads(args.threads):
-        agent = cls(env_id, config=config, seed=meta.get("seed", 0), threads=args.threads)
+        agent = _saved_agent(args.checkpoint, args.agent, args.env, args.threads)
         try:
-            meta = dict(meta, config=config.to_dict())
-            agent.load_state_dict(arrays, meta)
             if args.video is not None:
                 from rlgrad.video import record_video
 
-                returns = record_video(agent, env_id, args.video, args.episodes, args.seed)
+                returns = record_video(agent, agent.env_id, args.video, args.episodes,
+                                       args.seed)
             else:
                 returns = agent.evaluate(args.episodes, seed=args.seed,
                                          deterministic=not args.stochastic)
@@ -273,6 +426,75 @@ def _eval(args: argparse.Namespace) -> int:
     result = {"checkpoint": str(args.checkpoint), "episodes": args.episodes,
               "return_mean": float(np.mean(returns)), "return_std": float(np.std(returns)),
               "returns": [float(r) for r in returns]}
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _export_view(agent: Any) -> Any:
+    """The module ``rlgrad.export.export_policy`` reads from an agent: ``policy(obs)`` the
+    distribution the agent acts from, ``action_layers()`` the network's layers to it, and
+    ``squash`` whether actions are tanh-squashed into the bounds.
+
+    ``agent.policy`` (separate networks) or ``agent.net`` (a shared trunk, whose ``forward``
+    gives the value too). A tanh-squashed Gaussian is handed on as its base Gaussian: export
+    applies the squash and the scaling to the bounds itself (``squash=True``)."""
+    from rlgrad.distributions import TanhNormal
+    from rlgrad.nn import Module
+
+    net = getattr(agent, "policy", None)
+    if not callable(getattr(net, "action_layers", None)):
+        net = getattr(agent, "net", None)
+    if not (isinstance(net, Module) and callable(getattr(net, "action_layers", None))):
+        raise ValueError(f"agent {agent.name!r} has no policy network that export knows: it "
+                         "needs agent.policy, or agent.net, with action_layers()")
+
+    class ExportedPolicy(Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self.squash = bool(getattr(net, "squash", False))
+
+        def forward(self, obs: Any) -> Any:
+            dist = agent.distribution(obs)
+            return dist.base if isinstance(dist, TanhNormal) else dist
+
+        def action_layers(self) -> list[Module]:
+            return list(net.action_layers())
+
+    return ExportedPolicy()
+
+
+def _export(args: argparse.Namespace) -> int:
+    from rlgrad.export import FORMATS, SUFFIXES, export_policy
+    from rlgrad.threads import math_threads
+
+    out = Path(args.out)
+    fmt = args.format
+    if fmt is None:
+        by_suffix = {s: f for f, s in SUFFIXES.items()}
+        fmt = by_suffix.get(out.suffix)
+        if fmt is None:
+            raise ValueError(f"--out {str(out)!r}: give --format ({' or '.join(FORMATS)}) or a "
+                             f"file ending in {' or '.join(SUFFIXES.values())}")
+    with math_threads(args.threads):
+        agent = _saved_agent(args.checkpoint, args.agent, args.env, args.threads)
+        try:
+            view = _export_view(agent)
+            norm = agent.obs_normalizer
+            normalizer = None if norm is None else {
+                "mean": norm.obs_rms.mean, "var": norm.obs_rms.var, "epsilon": norm.epsilon,
+                "clip": norm.clip}
+            bounds = None if agent.spaces.discrete else (agent.spaces.action_low,
+                                                         agent.spaces.action_high)
+            path = export_policy(view, out, fmt, obs_normalizer=normalizer,
+                                 action_space=bounds, squash=view.squash)
+        finally:
+            agent.close()
+    result = {"checkpoint": str(args.checkpoint), "format": fmt, "out": str(path)}
+    if fmt == "numpy":
+        from rlgrad.export import LOADER
+
+        result["loader"] = str(path.with_name(LOADER.name))
     print(json.dumps(result, indent=1))
     return 0
 
@@ -313,12 +535,28 @@ def _parser(agent_classes: list[type]) -> argparse.ArgumentParser:
                         "if taken)")
     t.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run whose checkpoint (or run directory) is PATH")
+    t.add_argument("--config", default=None, metavar="FILE",
+                   help="start from the agent, environment, seed, steps and options a TOML, "
+                        "YAML or JSON file gives (a run's config.json as it is); options on "
+                        "the command line override it")
+    t.add_argument("--no-preset", action="store_true",
+                   help="start from the agent's plain defaults, not from its preset for the "
+                        "environment (agents/presets/AGENT.toml)")
     t.add_argument("--eval-episodes", type=int, default=10,
-                   help="episodes to evaluate the final policy on (default: 10)")
+                   help="episodes of each evaluation, and of the final one (default: 10)")
+    t.add_argument("--eval-every", type=int, default=0, metavar="N",
+                   help="also evaluate after the first update at or past every N environment "
+                        "steps (deterministic, on a fixed seed, on environments of its own), "
+                        "and keep the best policy's checkpoint in RUN/best/ (default: 0, only "
+                        "the final evaluation)")
     t.add_argument("--save-every", type=int, default=10,
                    help="save a checkpoint every this many updates (default: 10)")
-    t.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
-    t.add_argument("--quiet", action="store_true", help="no progress line and no summary")
+    t.add_argument("--threads", type=_threads, default=None,
+                   help="math-library (BLAS/OpenMP) threads per run (default: the --config "
+                        "file's threads, else 1)")
+    t.add_argument("--quiet", action="store_true",
+                   help="print nothing but errors and warnings: no first line, progress or "
+                        "summary")
     _add_config_options(t, agent_classes)
     t.set_defaults(func=_train)
 
@@ -342,6 +580,26 @@ def _parser(agent_classes: list[type]) -> argparse.ArgumentParser:
                         "checkpoint's, unless it needs a module imported)")
     e.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     e.set_defaults(func=_eval)
+
+    x = sub.add_parser("export", help="export a saved policy for inference without rlgrad",
+                       description="Write the deterministic policy of a checkpoint, with its "
+                                   "observation normalisation and action bounds, as an ONNX "
+                                   "model or as a numpy-only .npz (with policy_loader.py "
+                                   "beside it). Its agent and environment load as for eval.")
+    x.add_argument("checkpoint", help="checkpoint JSON file or run directory")
+    x.add_argument("--out", required=True, metavar="PATH",
+                   help="the file to write: .onnx or .npz")
+    x.add_argument("--format", choices=("onnx", "numpy"), default=None,
+                   help="onnx (needs the onnx package) or numpy (default: by the suffix of "
+                        "--out)")
+    x.add_argument("--agent", default=None,
+                   help=f"the checkpoint's agent class: a name ({registered}) {_AGENT_HELP} "
+                        "(default: the checkpoint's, if registered)")
+    x.add_argument("--env", default=None,
+                   help=f"{_ENV_HELP}, with the spaces of the checkpoint's (default: the "
+                        "checkpoint's, unless it needs a module imported)")
+    x.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
+    x.set_defaults(func=_export)
 
     _add_sweep_parsers(sub, agent_classes)
     return parser
@@ -381,6 +639,9 @@ def _add_sweep_parsers(sub: Any, agent_classes: list[type]) -> None:
                    help="Ray cluster address (default: start a local Ray instance)")
     s.add_argument("--eval-episodes", type=int, default=10,
                    help="evaluation episodes at the end of each run (default: 10)")
+    s.add_argument("--no-preset", action="store_true",
+                   help="start every run from its agent's plain defaults, not from the "
+                        "agent's preset for the environment")
     s.add_argument("--threads", type=_threads, default=1, help=_THREADS_HELP)
     s.add_argument("--dry-run", action="store_true", help="list the runs and exit")
     s.set_defaults(func=lambda args: _sweep_command(args, agent_classes))
@@ -434,7 +695,8 @@ def _sweep_command(args: argparse.Namespace, agent_classes: list[type]) -> int:
     classes = [resolve_agent(a) for a in args.agent]
     grid = Grid(agents=args.agent, envs=args.env, seeds=args.seeds, optimizers=args.optimizer,
                 lrs=args.lr, options=parse_set(args.set, classes), total_steps=args.total_steps,
-                eval_episodes=args.eval_episodes)
+                eval_episodes=args.eval_episodes,
+                presets=None if args.no_preset else _sweep_presets)
     specs = grid.runs(known)
     if args.dry_run:
         for spec in specs:

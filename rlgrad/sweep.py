@@ -7,9 +7,11 @@ under one log directory, named after its configuration::
     LOGDIR/CartPole-v1__reinforce_baseline__adam__lr0.01__seed1/
 
 so the runs sit side by side in TensorBoard (the full configuration is also in each run's text
-tab and ``config.json``), and a rerun of the same sweep finds them: a run is complete when its
-``summary.json`` exists, and complete runs are skipped. An incomplete run (a Ctrl-C, a crash)
-that has a loadable checkpoint is resumed from it; one without is deleted and starts again.
+tab and ``config.json``; ``rlgrad sweep`` starts each run from its agent's preset for the
+environment, as ``rlgrad train`` does, see :class:`Grid`), and a rerun of the same sweep finds
+them: a run is complete when its ``summary.json`` exists, and complete runs are skipped. An
+incomplete run (a Ctrl-C, a crash) that has a loadable checkpoint is resumed from it; one
+without is deleted and starts again.
 A run another process is writing (its :class:`rlgrad.train.RunLock` is live) is left alone and
 reported as running elsewhere, so two sweeps on one logdir share the work instead of deleting
 each other's runs.
@@ -67,7 +69,8 @@ class RunSpec:
     """One run of a sweep, everything a worker process needs (picklable, JSON-friendly).
 
     ``agent`` is ``"module:QualName"`` so any process can import the class; ``config`` is the
-    agent config's ``to_dict()``.
+    agent config's ``to_dict()``; ``preset`` the record of the preset it started from (see
+    :class:`Grid`), or None.
     """
 
     name: str
@@ -78,11 +81,15 @@ class RunSpec:
     total_steps: int
     config: dict[str, Any]
     eval_episodes: int = 10
+    preset: dict[str, Any] | None = None
 
     def hparams(self) -> dict[str, Any]:
         """What :func:`rlgrad.train.train` writes to ``config.json`` for this run."""
-        return {"agent": self.agent_name, "env_id": self.env_id, "seed": self.seed,
-                "total_steps": self.total_steps, **self.config}
+        out = {"agent": self.agent_name, "env_id": self.env_id, "seed": self.seed,
+               "total_steps": self.total_steps, **self.config}
+        if self.preset is not None:
+            out["preset"] = self.preset
+        return out
 
 
 @dataclass
@@ -101,6 +108,12 @@ class Grid:
             appears in the run name even with a single value.
         total_steps: environment steps of every run.
         eval_episodes: episodes of the final evaluation of every run.
+        presets: where each (agent class, environment id) starts from:
+            ``presets(cls, env_id)`` returns None (the agent's defaults) or a preset record
+            ``{"file": str, "source": str, "options": {field: value}}`` (the CLI's come from
+            ``agents/presets``). The grid's values override the preset's, and the run's
+            ``config.json`` records it under ``"preset"``, with ``"overridden"``: the options
+            of the preset that the grid set. None: every run starts from its agent's defaults.
     """
 
     agents: Sequence[str]
@@ -111,6 +124,7 @@ class Grid:
     options: Mapping[str, Sequence[Any]] = field(default_factory=dict)
     total_steps: int = 100_000
     eval_episodes: int = 10
+    presets: Callable[[type, str], Mapping[str, Any] | None] | None = None
 
     def axes(self) -> dict[str, list[Any]]:
         """The config axes in run-name order: optimizer, lr, then the options as given."""
@@ -178,9 +192,13 @@ class Grid:
                 raise ValueError(f"option(s) {foreign} do not apply to agent {agent_name!r}; "
                                  f"its options: {sorted(fields)}")
             for env_id in self.envs:
+                preset = self._preset(cls, env_id, fields)
+                base = {} if preset is None else preset["options"]
                 for values in itertools.product(*axes.values()):
                     given = dict(zip(keys, values))
-                    config = _build_config(cls, given)
+                    config = _build_config(cls, {**base, **given})
+                    record = None if preset is None else {
+                        **preset, "overridden": sorted(set(base) & set(given))}
                     # the values the agent will run with (and write to config.json): fields
                     # left None for "the action space's default" filled in
                     if hasattr(config, "resolve"):
@@ -192,7 +210,7 @@ class Grid:
                             name=name, agent=f"{cls.__module__}:{cls.__qualname__}",
                             agent_name=cls.name, env_id=env_id, seed=int(seed),
                             total_steps=int(self.total_steps), config=full,
-                            eval_episodes=int(self.eval_episodes)))
+                            eval_episodes=int(self.eval_episodes), preset=record))
         seen: dict[str, RunSpec] = {}
         for spec in specs:
             if spec.name in seen:
@@ -200,6 +218,26 @@ class Grid:
                                  "given twice, e.g. 0.01 and 1e-2?)")
             seen[spec.name] = spec
         return specs
+
+    def _preset(self, cls: type, env_id: str, fields: set[str]) -> dict[str, Any] | None:
+        """The preset record of ``cls`` on ``env_id``, checked, as JSON gives it back."""
+        if self.presets is None:
+            return None
+        found = self.presets(cls, env_id)
+        if found is None:
+            return None
+        if not isinstance(found, Mapping) or set(found) != {"file", "source", "options"} \
+                or not isinstance(found["options"], Mapping):
+            raise TypeError(f"presets({cls.__name__}, {env_id!r}) must give None or "
+                            f"{{'file', 'source', 'options'}}, got {found!r}")
+        from rlgrad.config import suggest
+
+        unknown = sorted(set(found["options"]) - fields)
+        if unknown:
+            raise ValueError(f"preset {found['file']} [{env_id!r}]: unknown option "
+                             f"{unknown[0]!r} for agent {cls.name!r}"
+                             f"{suggest(unknown[0], sorted(fields))}")
+        return json.loads(json.dumps(dict(found)))
 
 
 def _build_config(cls: type, given: dict[str, Any]) -> Any:
@@ -304,6 +342,8 @@ def _execute(spec: RunSpec, logdir: str | os.PathLike[str],
 
     kw: dict[str, Any] = dict(eval_episodes=spec.eval_episodes, progress=False,
                               env_id=spec.env_id, threads=threads)
+    if spec.preset is not None:
+        kw["extra_config"] = {"preset": spec.preset}
     run_dir = Path(logdir) / spec.name
     if run_dir.exists():  # an earlier attempt: continue it or discard it, holding its lock
         with RunLock(run_dir) as lock:
@@ -411,7 +451,10 @@ def _check_existing(specs: Sequence[RunSpec], logdir: Path) -> None:
         if not isinstance(found, dict):
             continue
         expected = json.loads(json.dumps(spec.hparams()))
-        diff = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        # the fields decide: a preset's record (its source text) and a resume history are not
+        # the configuration
+        diff = sorted(k for k in set(found) | set(expected)
+                      if k not in ("preset", "resumed") and found.get(k) != expected.get(k))
         if diff:
             shown = ", ".join(f"{k}: {found.get(k)!r} there, {expected.get(k)!r} now"
                               for k in diff[:3])

@@ -7,10 +7,12 @@ disk. It knows agents only through the interface they share (``learn``, ``evalua
 
 A run directory ``LOGDIR/{env}__{agent}__{seed}__{unix time}/`` holds the TensorBoard event
 file, ``config.json``, the checkpoint (``checkpoint.json`` + its arrays file) and
-``summary.json``. It is created exclusively: a second run started in the same second with the
-same name gets ``NAME-1`` (then ``-2``, ...), and an explicitly named run never writes into an
-existing directory. While a process writes a run, the directory holds a lock file ``.lock``
-naming that process (:class:`RunLock`), so a sweep or a ``--resume`` elsewhere leaves it alone.
+``summary.json``; with evaluation during training also ``evaluations.json`` and the checkpoint
+directory ``best/`` of the best evaluated policy. It is created exclusively: a second run
+started in the same second with the same name gets ``NAME-1`` (then ``-2``, ...), and an
+explicitly named run never writes into an existing directory. While a process writes a run, the
+directory holds a lock file ``.lock`` naming that process (:class:`RunLock`), so a sweep or a
+``--resume`` elsewhere leaves it alone.
 
 A resumed run continues from its checkpoint. What shapes the arrays or the run's identity
 (agent, environment, seed, network shape, optimizers) cannot change; everything else can
@@ -27,6 +29,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import tempfile
 import time
 import uuid
@@ -46,10 +49,11 @@ try:
 except ImportError:  # rlgrad.envs before it names the environment's own errors
     EnvironmentStepError = None
 
-__all__ = ["train", "resume", "run_name", "check_run_name", "check_writable",
-           "resumable_fields", "resume_conflicts", "RunLock", "TrainingInterrupted",
-           "EnvironmentFailed", "RunLocked", "RunExists", "NothingToTrain", "EXIT_INTERRUPTED",
-           "FIXED_ON_RESUME", "LOCK_FILE"]
+__all__ = ["train", "resume", "evaluate_episodes", "metric_tag", "run_name", "check_run_name",
+           "check_writable", "resumable_fields", "resume_conflicts", "RunLock",
+           "TrainingInterrupted", "EnvironmentFailed", "RunLocked", "RunExists", "NothingToTrain",
+           "EXIT_INTERRUPTED", "FIXED_ON_RESUME", "LOCK_FILE", "LOSS_KEYS", "EVAL_SEED_OFFSET",
+           "EVALUATIONS_FILE", "BEST_DIR"]
 
 EXIT_INTERRUPTED = 130
 LOCK_FILE = ".lock"
@@ -463,17 +467,26 @@ def _short(value: Any) -> str:
 # ---- TensorBoard --------------------------------------------------------------------------
 
 
+LOSS_KEYS = frozenset({"policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl",
+                       "clipfrac", "explained_variance"})
+"""The metrics CleanRL logs under ``losses/`` (``explained_variance`` among them)."""
+
+
+def metric_tag(key: str) -> str:
+    """The TensorBoard tag of an update's metric ``key``, with CleanRL's names.
+
+    A key that already holds a ``/`` is a tag (``curvature/hessian_max``); the keys of
+    :data:`LOSS_KEYS` go under ``losses/``; everything else (``grad_norm``, ``grad_variance``,
+    the second-order agents' ``cg_residual``, ``line_search_steps``, ...) under
+    ``diagnostics/``.
+    """
+    if "/" in key:
+        return key
+    return f"losses/{key}" if key in LOSS_KEYS else f"diagnostics/{key}"
+
+
 class _Logger:
     """Writes an update's metrics to TensorBoard, keyed by environment steps."""
-
-    SCALARS = {
-        "policy_loss": "losses/policy_loss",
-        "value_loss": "losses/value_loss",
-        "entropy": "losses/entropy",
-        "grad_norm": "diagnostics/grad_norm",
-        "explained_variance": "diagnostics/explained_variance",
-        "grad_variance": "diagnostics/grad_variance",
-    }
 
     def __init__(self, writer: SummaryWriter, progress: Progress) -> None:
         self.writer = writer
@@ -490,11 +503,150 @@ class _Logger:
         w.add_scalar("charts/SPS", info["steps"] / max(info["seconds"], 1e-9), step)
         w.add_scalar("charts/learning_rate", info["learning_rate"], step)
         for key, value in info["metrics"].items():
-            tag = self.SCALARS.get(key, f"losses/{key}" if "loss" in key else f"diagnostics/{key}")
             if value is not None and np.isfinite(value):
-                w.add_scalar(tag, value, step)
+                w.add_scalar(metric_tag(key), value, step)
         metrics = {"return": float(np.mean(self.recent))} if self.recent else {}
         self.progress.update(step, **metrics)
+
+
+# ---- evaluation during training -------------------------------------------------------------
+
+EVAL_SEED_OFFSET = 1_000_003
+"""A run evaluates on the seed ``seed + EVAL_SEED_OFFSET`` (the default of ``Agent.evaluate``):
+the same episodes at every evaluation, so two evaluations differ only by the policy, and never
+the episodes of training."""
+
+EVALUATIONS_FILE = "evaluations.json"
+BEST_DIR = "best"
+
+
+class _EpisodeLengths:
+    """A VecEnv as ``Agent.evaluate`` sees it, counting the steps of each environment's first
+    episode (the one evaluate scores; it masks what an environment does after it ends), since
+    evaluate returns the returns alone."""
+
+    def __init__(self, env: Any) -> None:
+        self.env = env
+        self.lengths = np.zeros(env.num_envs, dtype=np.int64)
+        self._running = np.ones(env.num_envs, dtype=bool)
+
+    def reset(self, *args: Any, **kw: Any) -> Any:
+        self.lengths[:] = 0
+        self._running[:] = True
+        return self.env.reset(*args, **kw)
+
+    def step(self, actions: Any) -> Any:
+        out = self.env.step(actions)
+        self.lengths += self._running
+        self._running &= ~(np.asarray(out[2], dtype=bool) | np.asarray(out[3], dtype=bool))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+
+def evaluate_episodes(agent: Any, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(returns, lengths)``, each ``(episodes,)``, of ``agent.evaluate(episodes, seed=seed)``:
+    the deterministic policy with its frozen observation normalisation, one episode on each of
+    ``episodes`` environments of its own (those evaluate makes itself: the same returns)."""
+    from .envs import make_vec
+
+    env = _EpisodeLengths(make_vec(agent.env_id, episodes, seed=seed, **agent.env_kwargs))
+    try:
+        returns = np.asarray(agent.evaluate(episodes, seed=seed, env=env), dtype=np.float64)
+    finally:
+        env.close()
+    return returns, env.lengths.copy()
+
+
+def _brief(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An evaluation record without its per-episode lists (for summary.json)."""
+    if record is None:
+        return None
+    return {k: record[k] for k in ("step", "mean_return", "std_return", "mean_length")}
+
+
+class _Evaluations:
+    """The evaluations of a run, SB3's ``EvalCallback``: after the first update at or past each
+    multiple of ``every`` environment steps (and once at the end), ``episodes`` deterministic
+    episodes on the fixed seed ``seed``, written as ``eval/mean_return``, ``eval/std_return``
+    and ``eval/mean_length``.
+
+    With ``every`` > 0 each evaluation is kept in ``RUN/evaluations.json`` and the state of the
+    best one so far (the highest mean return; the earlier on a tie) in the checkpoint directory
+    ``RUN/best/``. A resumed run reads its history back up to its checkpoint's step; a best
+    whose ``best/`` does not hold it (a crash between the two writes) is dropped with its
+    directory, and the best is then the best evaluation from the resume on.
+    """
+
+    def __init__(self, run_dir: Path, writer: SummaryWriter, every: int, episodes: int,
+                 seed: int, start_step: int, resumed: bool) -> None:
+        self.path = run_dir / EVALUATIONS_FILE
+        self.best_dir = run_dir / BEST_DIR
+        self.writer = writer
+        self.every, self.episodes, self.seed = every, episodes, seed
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.last: dict[str, Any] | None = None
+        if resumed and every:
+            self._restore(start_step)
+        self.next_step = every * (start_step // every + 1) if every else None
+
+    def due(self, step: int) -> bool:
+        return self.next_step is not None and step >= self.next_step
+
+    def run(self, agent: Any, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any],
+            write_mean: bool = True) -> bool:
+        """Evaluate ``agent`` (whose state is ``arrays, meta``); True for a new best. The mean
+        return is written to TensorBoard unless ``write_mean`` is False (the end record of the
+        run writes it)."""
+        step = int(agent.global_step)
+        returns, lengths = evaluate_episodes(agent, self.episodes, self.seed)
+        record = {"step": step, "mean_return": float(np.mean(returns)),
+                  "std_return": float(np.std(returns)), "mean_length": float(np.mean(lengths)),
+                  "seed": self.seed, "returns": returns.tolist(), "lengths": lengths.tolist()}
+        if write_mean:
+            self.writer.add_scalar("eval/mean_return", record["mean_return"], step)
+        self.writer.add_scalar("eval/std_return", record["std_return"], step)
+        self.writer.add_scalar("eval/mean_length", record["mean_length"], step)
+        self.last = record
+        if self.every:
+            self.next_step = self.every * (step // self.every + 1)
+        if not self.every:
+            return False
+        better = self.best is None or record["mean_return"] > self.best["mean_return"]
+        if better:
+            save_checkpoint(self.best_dir / "checkpoint", arrays, meta)
+            self.best = record
+        self.history.append(record)
+        _write_json(self.path, {"seed": self.seed, "episodes": self.episodes,
+                                "best_step": self.best["step"], "evaluations": self.history})
+        return better
+
+    def _restore(self, start_step: int) -> None:
+        import shutil
+
+        data = _read_json(self.path)
+        try:
+            history = [dict(r) for r in data.get("evaluations", [])
+                       if int(r["step"]) <= start_step]
+            best = None
+            for r in history:
+                if best is None or float(r["mean_return"]) > float(best["mean_return"]):
+                    best = r
+        except (KeyError, TypeError, ValueError):  # not a history this module wrote
+            history, best = [], None
+        if best is not None:
+            try:
+                best_step = load_checkpoint(self.best_dir)[1].get("global_step")
+            except (CheckpointError, ValueError, OSError):
+                best_step = None
+            if best_step != best["step"]:
+                best = None
+        if best is None and self.best_dir.exists():
+            shutil.rmtree(self.best_dir)
+        self.history, self.best = history, best
+        self.last = history[-1] if history else None
 
 
 # ---- the run ------------------------------------------------------------------------------
@@ -508,10 +660,14 @@ def train(
     name: str | None = None,
     resume_from: str | os.PathLike[str] | None = None,
     eval_episodes: int = 10,
+    eval_every: int = 0,
+    eval_seed: int | None = None,
     save_every: int = 10,
     progress: bool = True,
     env_id: str | None = None,
     extra_hparams: dict[str, Any] | None = None,
+    extra_config: Mapping[str, Any] | None = None,
+    note: str | None = None,
     callback: Callable[[Any, dict[str, Any]], bool | None] | None = None,
     threads: int | None = 1,
 ) -> dict[str, Any]:
@@ -526,7 +682,31 @@ def train(
     Returns the summary. ``callback(agent, info)`` is called after every update, as by
     ``agent.learn`` (returning False ends training there). Training and evaluation run with
     ``threads`` math-library threads (:func:`rlgrad.threads.math_threads`; None: as the process
-    has them). ``progress`` prints a progress line to stderr (also when it is not a terminal).
+    has them). ``progress`` prints to stderr (also when it is not a terminal) a first line
+    naming the agent, environment, seed and run directory (then ``note``, e.g. the preset the
+    CLI applied) and a progress line.
+
+    TensorBoard tags are CleanRL's, keyed by environment steps: ``charts/episodic_return``,
+    ``charts/episodic_length``, ``charts/SPS``, ``charts/learning_rate``, the agent's metrics
+    under :func:`metric_tag`, and ``eval/mean_return``, ``eval/std_return``,
+    ``eval/mean_length``. A new run writes its HParams start record (its hyperparameters: agent,
+    environment, seed, steps, every config field, ``extra_hparams``) and every finished run its
+    end record, with ``eval/mean_return`` (the final evaluation) and ``charts/episodic_return``
+    (the mean of the last 20 episodes) as metrics and status ``success``, or ``failure`` after
+    an error; a run stopped by Ctrl-C (to be resumed) writes none.
+
+    ``config.json`` holds the hyperparameters and ``extra_config`` (JSON keys that are not
+    hyperparameters, such as the CLI's ``"preset"`` record).
+
+    Evaluation during training (SB3's ``EvalCallback``): with ``eval_every`` > 0, after the
+    first update at or past each multiple of ``eval_every`` environment steps the agent is
+    evaluated for ``eval_episodes`` deterministic episodes on the seed ``eval_seed`` (default
+    ``seed + EVAL_SEED_OFFSET``, the same at every evaluation, as the final evaluation),
+    on environments of its own with the frozen normalisation; every evaluation (the final one
+    too) goes to ``evaluations.json`` and the best one's state to the checkpoint directory
+    ``RUN/best/`` beside the run's last checkpoint (which is saved with it); ``summary.json``
+    records ``eval_best`` and ``eval_last`` (``step``, ``mean_return``, ``std_return``,
+    ``mean_length``).
 
     ``resume_from`` (a run directory or its checkpoint) continues that run up to
     ``total_steps``: ``make_agent()`` must build the same agent, environment, seed and fixed
@@ -546,14 +726,26 @@ def train(
     """
     total_steps = _check_total_steps(total_steps)
     eval_episodes = _check_int("eval_episodes", eval_episodes, 0)
+    eval_every = _check_int("eval_every", eval_every, 0)
+    if eval_every and not eval_episodes:
+        raise ValueError(f"eval_every={eval_every} needs eval_episodes >= 1 (episodes of each "
+                         "evaluation), got 0")
+    if eval_seed is not None:
+        _check_int("eval_seed", eval_seed, 0)
     save_every = _check_int("save_every", save_every, 1)
     if threads is not None:
         _check_int("threads", threads, 1)
+    if note is not None and not isinstance(note, str):
+        raise TypeError(f"note must be a str or None, got {note!r}")
+    extra_config = _check_extra_config(extra_config)
     if name is not None:
         check_run_name(name)
         if resume_from is not None:
             raise ValueError("a resumed run keeps its directory: give name or resume_from, "
                              "not both")
+    options = _RunOptions(total_steps, eval_episodes, eval_every, eval_seed, save_every,
+                          bool(progress), dict(extra_hparams or {}), extra_config, note,
+                          callback)
     with math_threads(threads):
         if env_id is not None:
             describe_spaces(env_id)  # unknown ids and unsupported spaces fail here
@@ -564,6 +756,11 @@ def train(
             check_writable(logdir)
         agent = make_agent()
         try:
+            clash = sorted(set(extra_config) & {f.name for f in
+                                                dataclasses.fields(agent.config)})
+            if clash:
+                raise ValueError(f"extra_config key {clash[0]!r} is a config field of "
+                                 f"{agent.name}")
             if resume_from is None:
                 run_dir = _create_run_dir(Path(logdir), name or run_name(
                     agent.env_id, agent.name, agent.seed), unique=name is None)
@@ -571,10 +768,44 @@ def train(
                 record = None
                 if resume_from is not None:
                     record = _load_for_resume(agent, resume_from, run_dir, total_steps)
-                return _run(agent, run_dir, total_steps, eval_episodes, save_every, progress,
-                            extra_hparams or {}, callback, record)
+                return _run(agent, run_dir, options, record)
         finally:
             agent.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class _RunOptions:
+    """train()'s arguments, checked, as _run and _learn need them."""
+
+    total_steps: int
+    eval_episodes: int
+    eval_every: int
+    eval_seed: int | None
+    save_every: int
+    progress: bool
+    extra_hparams: dict[str, Any]
+    extra_config: dict[str, Any]
+    note: str | None
+    callback: Callable[[Any, dict[str, Any]], bool | None] | None
+
+
+_IDENTITY_KEYS = ("agent", "env_id", "seed", "total_steps")
+
+
+def _check_extra_config(extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    if extra is None:
+        return {}
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"extra_config must be a mapping, got {type(extra).__name__}")
+    for key in extra:
+        if not isinstance(key, str) or not key:
+            raise TypeError(f"extra_config keys must be non-empty strs, got {key!r}")
+        if key in _IDENTITY_KEYS or key == "resumed":
+            raise ValueError(f"extra_config key {key!r} is one train() writes itself")
+    try:
+        return json.loads(json.dumps(dict(extra), allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"extra_config must be JSON data: {e}") from None
 
 
 def resume(make_agent: Callable[[], Any], checkpoint: str | os.PathLike[str], total_steps: int,
@@ -651,38 +882,56 @@ def _is_environment_error(error: BaseException) -> bool:
     return False
 
 
-def _run(agent: Any, run_dir: Path, total_steps: int, eval_episodes: int, save_every: int,
-         progress: bool, extra_hparams: dict[str, Any],
-         callback: Callable[[Any, dict[str, Any]], None] | None,
+def _run(agent: Any, run_dir: Path, opts: _RunOptions,
          resumed: dict[str, Any] | None) -> dict[str, Any]:
+    config = agent.config.to_dict()
     hparams = {"agent": agent.name, "env_id": agent.env_id, "seed": agent.seed,
-               "total_steps": total_steps, **agent.config.to_dict(), **extra_hparams}
+               "total_steps": opts.total_steps, **config, **opts.extra_hparams}
     if resumed is None:
-        _write_json(run_dir / "config.json", hparams)
+        _write_json(run_dir / "config.json", {**hparams, **opts.extra_config})
     elif resumed["changed"]:
         history = list(resumed["config"].get("resumed", []))
         history.append({"step": resumed["step"], "changed": resumed["changed"]})
         _write_json(run_dir / "config.json", {**resumed["config"], **_plain(hparams),
-                                              "resumed": history})
+                                              **opts.extra_config, "resumed": history})
+    if opts.progress:
+        line = f"{agent.name} on {agent.env_id}, seed {agent.seed}, run {run_dir}"
+        if resumed is not None:
+            line += f", resumed at step {resumed['step']}"
+        print(line + (f"; {opts.note}" if opts.note else ""), file=sys.stderr, flush=True)
     writer = SummaryWriter(run_dir)
     try:
-        writer.add_text("hyperparameters", hparams_markdown(hparams))
-        if resumed is not None:
+        shown = {**hparams, **{k: json.dumps(v) if isinstance(v, (dict, list)) else v
+                               for k, v in opts.extra_config.items()}}
+        writer.add_text("hyperparameters", hparams_markdown(shown))
+        if resumed is None:
+            writer.add_hparams_start(hparams)
+        else:
             rows = {"step": resumed["step"], **{k: f"{v['from']} -> {v['to']}"
                                                 for k, v in resumed["changed"].items()}}
             writer.add_text("resumed", hparams_markdown(rows), resumed["step"])
-        return _learn(agent, run_dir, writer, total_steps, eval_episodes, save_every, progress,
-                      callback, resumed is not None)
+        try:
+            return _learn(agent, run_dir, writer, opts, resumed is not None)
+        except KeyboardInterrupt:
+            raise  # stopped to be resumed: the resumed run writes the end record
+        except BaseException:
+            try:
+                writer.add_hparams_end(status="failure")
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
+            raise
     finally:
         writer.close()
 
 
-def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
-           eval_episodes: int, save_every: int, progress: bool,
-           callback: Callable[[Any, dict[str, Any]], None] | None,
+def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, opts: _RunOptions,
            resumed: bool) -> dict[str, Any]:
-    bar = Progress(total_steps, start_step=agent.global_step, enabled=bool(progress))
+    total_steps, callback, save_every = opts.total_steps, opts.callback, opts.save_every
+    bar = Progress(total_steps, start_step=agent.global_step, enabled=opts.progress)
     logger = _Logger(writer, bar)
+    eval_seed = agent.seed + EVAL_SEED_OFFSET if opts.eval_seed is None else opts.eval_seed
+    evals = _Evaluations(run_dir, writer, opts.eval_every, opts.eval_episodes, eval_seed,
+                         agent.global_step, resumed) if opts.eval_episodes else None
     start = time.perf_counter()
     steps_at_start = agent.global_step
     # the state after the last completed update, which is what any stop saves: an error in the
@@ -699,9 +948,13 @@ def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
     def on_update(a: Any, info: dict[str, Any]) -> bool | None:
         logger(a, info)
         stop = callback is not None and callback(a, info) is False  # as agent.learn's
-        last[:] = [a.num_updates, *a.state_dict()]
-        if a.num_updates % save_every == 0:
-            save()
+        arrays, meta = a.state_dict()
+        # evaluated before the state counts as completed: an evaluation that raises leaves the
+        # update to be done (and evaluated) again on resume
+        best = evals is not None and evals.due(a.global_step) and evals.run(a, arrays, meta)
+        last[:] = [a.num_updates, arrays, meta]
+        if a.num_updates % save_every == 0 or best:
+            save()  # with a new best, so that a resumed run starts after it
         return False if stop else None
 
     previous = None
@@ -735,6 +988,7 @@ def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
     save()
     if agent.stop_requested:
         raise TrainingInterrupted(run_dir, agent.global_step)
+    last_20 = float(np.mean(logger.recent)) if logger.recent else None
     summary: dict[str, Any] = {
         "agent": agent.name,
         "env_id": agent.env_id,
@@ -744,16 +998,26 @@ def _learn(agent: Any, run_dir: Path, writer: SummaryWriter, total_steps: int,
         "num_episodes": agent.num_episodes,
         "wall_seconds": wall,
         "sps": (agent.global_step - steps_at_start) / max(wall, 1e-9),
-        "train_return_last20": float(np.mean(logger.recent)) if logger.recent else None,
+        "train_return_last20": last_20,
         "run_dir": str(run_dir),
     }
-    if eval_episodes:
-        returns = agent.evaluate(eval_episodes)
-        summary.update(eval_return_mean=float(np.mean(returns)),
-                       eval_return_std=float(np.std(returns)),
-                       eval_episodes=eval_episodes)
-        writer.add_scalar("eval/return_mean", summary["eval_return_mean"], agent.global_step)
+    end_metrics: dict[str, float] = {}
+    if evals is not None:
+        final = evals.last
+        if final is None or final["step"] != agent.global_step:
+            # the end record writes eval/mean_return: one point per evaluation
+            evals.run(agent, last[1], last[2], write_mean=False)
+            final = evals.last
+            end_metrics["eval/mean_return"] = final["mean_return"]
+        summary.update(eval_return_mean=final["mean_return"],
+                       eval_return_std=final["std_return"], eval_episodes=opts.eval_episodes,
+                       eval_seed=eval_seed, eval_last=_brief(final),
+                       eval_best=_brief(evals.best))
     else:
-        summary.update(eval_return_mean=None, eval_return_std=None, eval_episodes=0)
+        summary.update(eval_return_mean=None, eval_return_std=None, eval_episodes=0,
+                       eval_seed=None, eval_last=None, eval_best=None)
+    if last_20 is not None:
+        end_metrics["charts/episodic_return"] = last_20
     _write_json(run_dir / "summary.json", summary)
+    writer.add_hparams_end(end_metrics, global_step=agent.global_step)
     return summary

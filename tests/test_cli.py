@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -430,3 +431,244 @@ def test_threads_must_be_a_positive_integer(tmp_path, capsys, command):
         main([*command, "--threads", "0"])
     assert exc.value.code == 2
     assert "--threads: expected an integer >= 1, got '0'" in capsys.readouterr().err
+
+
+def test_the_first_line_after_a_resume_shows_the_steps_per_second_of_this_process(
+        tmp_path, capsys, monkeypatch):
+    import functools
+
+    import rlgrad.train
+    from rlgrad.logging import Progress
+
+    run = base_run(capsys, tmp_path)
+    times = iter([0.0])  # the clock reads 0 when Progress starts, then 10 s later ever after
+    monkeypatch.setattr(rlgrad.train, "Progress", functools.partial(
+        Progress, clock=lambda: next(times, 10.0)))
+    code, out, err = cli(capsys, "train", "--resume", str(run), "--total-steps", "512",
+                         "--eval-episodes", "0")
+    assert code == 0, err
+    lines = err.splitlines()
+    assert lines[0] == f"reinforce_baseline on {SIGNAL}, seed 0, run {run}, resumed at step " \
+                       "256; preset: none"
+    progress = lines[1:]
+    assert len(progress) == 2 and "\r" not in err  # plain lines, not a terminal's bar
+    for line in progress:
+        m = re.match(r"step ([\d,]+)/512 \(\d+%\) \| ([\d,]+) SPS \| ", line)
+        assert m, line
+        step, sps = int(m[1].replace(",", "")), int(m[2].replace(",", ""))
+        assert sps == round((step - 256) / 10), line  # counted from 256, not from 0
+    assert progress[-1].startswith("step 512/512 (100%) | 26 SPS") and "elapsed 0:00:10" in err
+    assert json.loads(out)["total_steps"] == 512
+
+
+# ---- the first line and presets -------------------------------------------------------------
+
+CARTPOLE_PRESET = ["--agent", "ppo", "--env", "CartPole-v1", "--total-steps", "256",
+                   "--eval-episodes", "1", "--hidden-sizes", "8"]
+
+
+def preset_table(agent: str, env_id: str) -> dict:
+    from agents.presets import PRESET_DIR, tomllib
+
+    return tomllib.loads((PRESET_DIR / f"{agent}.toml").read_text())[env_id]
+
+
+def only_run(logdir: Path) -> Path:
+    (run,) = [p for p in logdir.iterdir() if p.is_dir()]
+    return run
+
+
+def test_train_starts_from_the_preset_and_says_so(tmp_path, capsys):
+    table = dict(preset_table("ppo", "CartPole-v1"))
+    source = table.pop("source")
+    code, out, err = cli(capsys, "train", *CARTPOLE_PRESET, "--logdir", str(tmp_path))
+    assert code == 0, err
+    run = only_run(tmp_path)
+    assert err.splitlines()[0] == (f"ppo on CartPole-v1, seed 0, run {run}; preset: PPO on "
+                                   f"CartPole-v1 from agents/presets/ppo.toml ({source})")
+    config = json.loads((run / "config.json").read_text())
+    assert config["preset"] == {"file": "agents/presets/ppo.toml", "source": source,
+                                "options": table, "overridden": []}
+    for key, value in table.items():
+        assert config[key] == value, key
+    assert config["hidden_sizes"] == [8]  # given: not a preset key, applies as usual
+    assert json.loads(out)["run_dir"] == str(run)
+
+
+def test_an_explicit_option_overrides_the_preset(tmp_path, capsys):
+    table = preset_table("ppo", "CartPole-v1")
+    assert table["lr"] != 0.002 and table["num_steps"] != 16
+    code, _, err = cli(capsys, "train", *CARTPOLE_PRESET, "--logdir", str(tmp_path), "--quiet",
+                       "--lr", "0.002", "--num-steps", "16", "--minibatch-size", "128")
+    assert code == 0, err
+    config = json.loads((only_run(tmp_path) / "config.json").read_text())
+    assert (config["lr"], config["num_steps"], config["minibatch_size"]) == (0.002, 16, 128)
+    assert config["num_envs"] == table["num_envs"] and config["gamma"] == table["gamma"]
+    assert config["preset"]["overridden"] == ["lr", "minibatch_size", "num_steps"]
+    assert config["preset"]["options"]["lr"] == table["lr"]  # what the file says
+
+
+def test_no_preset_gives_the_agents_plain_defaults(tmp_path, capsys):
+    from agents import PPO
+
+    code, _, err = cli(capsys, "train", *CARTPOLE_PRESET, "--total-steps", "512", "--logdir",
+                       str(tmp_path), "--no-preset")
+    assert code == 0, err
+    run = only_run(tmp_path)
+    assert err.splitlines()[0] == f"ppo on CartPole-v1, seed 0, run {run}; preset: none " \
+                                  "(--no-preset)"
+    config = json.loads((run / "config.json").read_text())
+    assert "preset" not in config
+    plain = PPO.config_class(hidden_sizes=(8,)).resolve(discrete=True).to_dict()
+    assert {k: config[k] for k in plain} == plain
+    assert (config["lr"], config["num_envs"], config["num_steps"]) == (2.5e-4, 4, 128)
+
+
+def test_an_agent_without_a_preset_says_none_and_quiet_prints_nothing(tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--agent", "reinforce", "--env", SIGNAL,
+                       "--total-steps", "64", "--logdir", str(tmp_path), "--seed", "3",
+                       "--eval-episodes", "0", *TINY)
+    assert code == 0, err
+    run = only_run(tmp_path)
+    assert err.splitlines()[0] == f"reinforce on {SIGNAL}, seed 3, run {run}; preset: none"
+    code, out, err = cli(capsys, "train", "--agent", "ppo", "--env", "CartPole-v1",
+                         "--total-steps", "256", "--logdir", str(tmp_path / "q"), "--quiet",
+                         "--eval-episodes", "0", "--hidden-sizes", "8")
+    assert (code, out, err) == (0, "", "")
+    assert "preset" in json.loads((only_run(tmp_path / "q") / "config.json").read_text())
+
+
+def test_a_preset_with_an_unknown_option_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import agents.presets
+
+    (tmp_path / "ppo.toml").write_text(f'["{SIGNAL}"]\nsource = "mine"\nnum_step = 32\n')
+    monkeypatch.setattr(agents.presets, "PRESET_DIR", tmp_path)
+    code, _, err = cli(capsys, "train", "--agent", "ppo", "--env", SIGNAL, "--logdir",
+                       str(tmp_path / "logs"), "--total-steps", "64")
+    assert code == 1
+    line = one_error_line(err)
+    assert f"preset file {tmp_path / 'ppo.toml'}" in line and "'num_step'" in line
+    assert "did you mean 'num_steps'?" in line
+    assert not (tmp_path / "logs").exists()
+
+
+def test_a_resumed_run_names_the_preset_it_started_from(tmp_path, capsys):
+    code, _, err = cli(capsys, "train", *CARTPOLE_PRESET, "--logdir", str(tmp_path),
+                       "--quiet")
+    assert code == 0, err
+    run = only_run(tmp_path)
+    code, _, err = cli(capsys, "train", "--resume", str(run), "--total-steps", "512",
+                       "--eval-episodes", "0")
+    assert code == 0, err
+    assert err.splitlines()[0].startswith(
+        f"ppo on CartPole-v1, seed 0, run {run}, resumed at step 256; preset: PPO on "
+        "CartPole-v1 from agents/presets/ppo.toml (")
+    assert json.loads((run / "config.json").read_text())["preset"]["file"] == \
+        "agents/presets/ppo.toml"
+    for flag in (["--no-preset"], ["--config", str(run / "config.json")]):
+        code, _, err = cli(capsys, "train", "--resume", str(run), "--total-steps", "768", *flag)
+        assert code == 1 and f"{flag[0]} does not go with --resume" in one_error_line(err)
+
+
+# ---- export ---------------------------------------------------------------------------------
+
+
+def export_run(capsys, tmp_path: Path, env: str, *options: str) -> Path:
+    code, _, err = cli(capsys, "train", "--agent", "ppo", "--env", env, "--total-steps", "256",
+                       "--logdir", str(tmp_path), "--run-name", "r", "--eval-episodes", "0",
+                       "--quiet", "--no-preset", "--hidden-sizes", "16", "--num-steps", "64",
+                       "--minibatch-size", "32", *options)
+    assert code == 0, err
+    return tmp_path / "r"
+
+
+def observations(env: str, n: int = 1000) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    if env == "CartPole-v1":
+        return rng.uniform([-3, -4, -0.3, -4], [3, 4, 0.3, 4], (n, 4))
+    theta = rng.uniform(-np.pi, np.pi, n)
+    return np.stack([np.cos(theta), np.sin(theta), rng.uniform(-9, 9, n)], axis=1)
+
+
+def exported_actions(capsys, run: Path, tmp_path: Path, obs: np.ndarray) -> dict:
+    import importlib.util
+
+    import onnxruntime as ort
+
+    out = {}
+    for fmt, name in (("onnx", "policy.onnx"), ("numpy", "policy.npz")):
+        path = tmp_path / fmt / name
+        code, stdout, err = cli(capsys, "export", str(run), "--format", fmt, "--out", str(path))
+        assert code == 0, err
+        assert json.loads(stdout)["out"] == str(path)
+        if fmt == "onnx":
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            (out[fmt],) = session.run(["action"], {"obs": obs.astype(np.float32)})
+        else:
+            spec = importlib.util.spec_from_file_location(
+                f"loader_{abs(hash(path))}", path.with_name("policy_loader.py"))
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            out[fmt] = module.load_policy(str(path))(obs)
+    return out
+
+
+@pytest.mark.parametrize("options", [["--normalize-obs"], ["--shared-network"]],
+                         ids=["normalized", "shared"])
+def test_export_of_a_discrete_ppo_acts_as_predict(tmp_path, capsys, options):
+    pytest.importorskip("onnxruntime")
+    from agents import load
+    from rlgrad.tensor import no_grad
+
+    run = export_run(capsys, tmp_path, "CartPole-v1", "--num-envs", "2", *options)
+    obs = observations("CartPole-v1").astype(np.float32).astype(np.float64)
+    agent = load(run)
+    try:
+        expected, _ = agent.predict(obs, deterministic=True)
+        with no_grad():
+            logits = agent.distribution(agent.normalize_obs(obs).astype(np.float32)).logits.data
+    finally:
+        agent.close()
+    top2 = np.sort(logits, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-5  # no near-tie that float32 rounding could flip
+    assert clear.mean() > 0.99 and len(np.unique(expected)) == 2
+    for fmt, actions in exported_actions(capsys, run, tmp_path, obs).items():
+        assert actions.dtype == np.int64, fmt
+        np.testing.assert_array_equal(actions[clear], expected[clear], err_msg=fmt)
+
+
+@pytest.mark.parametrize("options", [[], ["--shared-network", "--squash"]],
+                         ids=["separate", "shared-squashed"])
+def test_export_of_a_box_ppo_with_normalized_observations_acts_as_predict(tmp_path, capsys,
+                                                                          options):
+    pytest.importorskip("onnxruntime")
+    from agents import load
+
+    run = export_run(capsys, tmp_path, "Pendulum-v1", "--normalize-obs", *options)
+    obs = observations("Pendulum-v1").astype(np.float32).astype(np.float64)
+    agent = load(run)
+    try:
+        assert agent.obs_normalizer is not None and agent.obs_normalizer.obs_rms.count > 200
+        expected, _ = agent.predict(obs, deterministic=True)
+    finally:
+        agent.close()
+    assert np.ptp(expected) > 0.01  # the actions vary
+    for fmt, actions in exported_actions(capsys, run, tmp_path, obs).items():
+        assert actions.dtype == np.float32 and actions.shape == expected.shape, fmt
+        np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-6, err_msg=fmt)
+
+
+def test_export_infers_the_format_and_errors_are_one_line(tmp_path, capsys):
+    run = base_run(capsys, tmp_path)  # reinforce_baseline: agent.policy, discrete
+    code, out, err = cli(capsys, "export", str(run), "--out", str(tmp_path / "e" / "p.npz"))
+    assert code == 0, err
+    assert json.loads(out) == {"checkpoint": str(run), "format": "numpy",
+                               "out": str(tmp_path / "e" / "p.npz"),
+                               "loader": str(tmp_path / "e" / "policy_loader.py")}
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["p.npz", "policy_loader.py"]
+    code, _, err = cli(capsys, "export", str(run), "--out", str(tmp_path / "policy.txt"))
+    assert code == 1 and "give --format (onnx or numpy)" in one_error_line(err)
+    code, _, err = cli(capsys, "export", str(run), "--format", "onnx", "--out",
+                       str(tmp_path / "policy.npz"))
+    assert code == 1 and "writes a .onnx file" in one_error_line(err)
+    assert not (tmp_path / "policy.npz").exists()

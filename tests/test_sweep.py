@@ -436,3 +436,58 @@ def test_a_sweep_of_an_agent_with_action_space_defaults_finds_its_runs_again(tmp
     assert run_sweep(grid, tmp_path, agents=AGENTS).results[0].status == "done"
     assert json.loads((tmp_path / spec.name / "config.json").read_text()) == spec.hparams()
     assert run_sweep(grid, tmp_path, agents=AGENTS).results[0].status == "skipped"
+
+
+# ---- presets --------------------------------------------------------------------------------
+
+SIGNAL_PRESET = {"file": "mine.toml", "source": "tuned by hand",
+                 "options": {"lr": 0.02, "steps_per_update": 64, "num_envs": 2, "gamma": 0.9}}
+
+
+def signal_presets(cls, env_id):
+    return SIGNAL_PRESET if (cls.name, env_id) == ("reinforce", SIGNAL) else None
+
+
+def test_a_sweep_starts_each_run_from_its_preset_and_records_it(tmp_path):
+    grid = Grid(agents=["reinforce", "reinforce_baseline"], envs=[SIGNAL], seeds=[1],
+                total_steps=128, eval_episodes=0, presets=signal_presets,
+                options={"gamma": [0.95], "hidden_sizes": [(8,)], "num_envs": [2],
+                         "steps_per_update": [64]})
+    with_preset, without = grid.runs(AGENTS)
+    assert "__lr0.02__" in with_preset.name  # the preset's learning rate, in the name
+    assert with_preset.config["lr"] == 0.02 and with_preset.config["gamma"] == 0.95
+    assert with_preset.preset == {**SIGNAL_PRESET,
+                                  "overridden": ["gamma", "num_envs", "steps_per_update"]}
+    assert without.preset is None and "preset" not in without.hparams()
+    result = run_sweep(grid, tmp_path, agents=AGENTS)
+    assert [r.status for r in result.results] == ["done", "done"]
+    for spec in (with_preset, without):
+        assert json.loads((tmp_path / spec.name / "config.json").read_text()) == spec.hparams()
+    assert run_sweep(grid, tmp_path, agents=AGENTS).results[0].status == "skipped"
+    # a preset whose source text changed since: the fields decide, so the run is still found
+    edited = dataclasses.replace(grid, presets=lambda cls, env: None if cls.name != "reinforce"
+                                 else {**SIGNAL_PRESET, "source": "tuned again"})
+    assert [r.status for r in run_sweep(edited, tmp_path, agents=AGENTS).results] == \
+        ["skipped", "skipped"]
+
+
+def test_a_preset_with_an_unknown_option_fails_before_anything_starts(tmp_path):
+    bad = {**SIGNAL_PRESET, "options": {"lrr": 0.1}}
+    grid = tiny_grid(presets=lambda cls, env: bad)
+    with pytest.raises(ValueError, match="preset mine.toml .*unknown option 'lrr' for agent "
+                                         "'reinforce'; did you mean 'lr'"):
+        run_sweep(grid, tmp_path / "s", agents=AGENTS)
+    with pytest.raises(TypeError, match="must give None or"):
+        run_sweep(tiny_grid(presets=lambda cls, env: {"lr": 0.1}), tmp_path / "s",
+                  agents=AGENTS)
+    assert not (tmp_path / "s").exists()
+
+
+def test_cli_sweep_uses_the_presets_unless_told_not_to(tmp_path, capsys):
+    argv = ["sweep", "--agent", "ppo", "--env", "CartPole-v1", "--dry-run", "--logdir",
+            str(tmp_path / "x")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "CartPole-v1__ppo__adam__lr0.001__seed0"
+    assert main([*argv, "--no-preset"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "CartPole-v1__ppo__adam__lr0.00025__seed0"
+    assert not (tmp_path / "x").exists()

@@ -61,7 +61,7 @@ def test_cli_train_writes_run_directory_tensorboard_checkpoint_and_summary(tmp_p
     tags = set(acc.Tags()["scalars"])
     for tag in ("charts/episodic_return", "charts/episodic_length", "charts/SPS",
                 "charts/learning_rate", "losses/policy_loss", "losses/value_loss",
-                "losses/entropy", "diagnostics/grad_norm", "diagnostics/explained_variance"):
+                "losses/entropy", "diagnostics/grad_norm", "losses/explained_variance"):
         assert tag in tags, tag
     returns = acc.Scalars("charts/episodic_return")
     assert all(0 <= e.value <= 8 for e in returns)
@@ -448,3 +448,208 @@ def test_math_threads_limits_and_restores():
         with pytest.raises(ValueError, match="threads must be an integer >= 1"):
             with math_threads(bad):
                 pass
+
+
+# ---- TensorBoard tags -----------------------------------------------------------------------
+
+
+def test_metric_tags_are_cleanrls():
+    from rlgrad.train import metric_tag
+
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl",
+                "clipfrac", "explained_variance"):
+        assert metric_tag(key) == f"losses/{key}"
+    for key in ("grad_norm", "grad_variance", "cg_residual", "cg_iterations",
+                "line_search_steps", "step_size", "surrogate_improvement",
+                "line_search_rejected", "entropy_bonus", "bc_loss"):
+        assert metric_tag(key) == f"diagnostics/{key}"
+    assert metric_tag("curvature/hessian_max") == "curvature/hessian_max"
+    assert metric_tag("losses/custom") == "losses/custom"
+
+
+SECOND_ORDER = {"cg_residual": 1e-3, "cg_iterations": 10.0, "line_search_steps": 2.0,
+                "step_size": 0.5, "surrogate_improvement": 0.01, "line_search_rejected": 0.0,
+                "approx_kl": 0.004, "curvature/hessian_max": 3.0}
+
+
+class SecondOrderLike(Reinforce):
+    """Reports what TRPO / NPG report after their natural-gradient step (fixed values)."""
+
+    name = "second_order_like"
+
+    def after_update(self, batch):
+        return dict(SECOND_ORDER)
+
+
+def test_tensorboard_tags_of_every_metric_keyed_by_environment_steps(tmp_path):
+    from agents import PPO
+
+    train(lambda: PPO(SIGNAL, num_envs=2, num_steps=32, minibatch_size=32, hidden_sizes=(8,)),
+          192, tmp_path, name="ppo", eval_episodes=0, progress=False)
+    acc = scalars(tmp_path / "ppo")
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "old_approx_kl",
+                "clipfrac", "explained_variance"):
+        assert [e.step for e in acc.Scalars(f"losses/{key}")] == [64, 128, 192], key
+    assert [e.step for e in acc.Scalars("diagnostics/grad_norm")] == [64, 128, 192]
+    tags = set(acc.Tags()["scalars"])
+    assert not {t for t in tags if t.startswith("diagnostics/")} - {"diagnostics/grad_norm"}
+
+    train(lambda: SecondOrderLike(SIGNAL, SecondOrderLike.config_class(
+        num_envs=2, steps_per_update=64, hidden_sizes=(8,), grad_variance_batches=2)),
+          128, tmp_path, name="second", eval_episodes=0, progress=False)
+    acc = scalars(tmp_path / "second")
+    for key, value in SECOND_ORDER.items():
+        tag = {"approx_kl": "losses/approx_kl"}.get(
+            key, key if "/" in key else f"diagnostics/{key}")
+        events = acc.Scalars(tag)
+        assert [e.step for e in events] == [64, 128], tag
+        assert events[0].value == pytest.approx(value), tag
+    assert [e.step for e in acc.Scalars("diagnostics/grad_variance")] == [64, 128]
+    assert not any(t.startswith("diagnostics/curvature") for t in acc.Tags()["scalars"])
+
+
+# ---- learning-rate schedules ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule,warmup", [("linear", 0), ("cosine", 0), ("cosine", 300),
+                                             ("constant", 200)])
+def test_learning_rate_schedules_as_logged(tmp_path, schedule, warmup):
+    lr, total, batch = 0.02, 1024, 64
+    code = main(["train", "--agent", "reinforce", "--env", SIGNAL, "--total-steps", str(total),
+                 "--logdir", str(tmp_path), "--run-name", "r", "--eval-episodes", "0",
+                 "--quiet", "--num-envs", "2", "--steps-per-update", str(batch),
+                 "--hidden-sizes", "8", "--lr", str(lr), "--lr-schedule", schedule,
+                 "--warmup-steps", str(warmup)])
+    assert code == 0
+    logged = [(e.step, e.value) for e in scalars(tmp_path / "r").Scalars("charts/learning_rate")]
+    assert [s for s, _ in logged] == list(range(batch, total + 1, batch))
+    for step, value in logged:
+        s = step - batch  # the rate of an update is set at the step its batch starts from
+        f = {"constant": 1.0, "linear": 1 - s / total,
+             "cosine": 0.5 * (1 + np.cos(np.pi * s / total))}[schedule]
+        if warmup:
+            f *= min(1.0, (s + 1) / warmup)
+        assert value == pytest.approx(lr * f, rel=1e-6), (step, value)
+    if schedule == "linear":
+        assert logged[-1][1] == pytest.approx(lr * batch / total)  # the last update: near 0
+        assert logged[-1][1] < lr / 10
+
+
+def test_schedule_options_are_on_the_command_line(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--lr-schedule" in out and "--warmup-steps" in out
+
+
+# ---- the HParams dashboard ------------------------------------------------------------------
+
+
+def hparams_records(run_dir: Path) -> list[tuple[str, object]]:
+    """Every HParams record of every event file of the run, in the order written:
+    ("start", SessionStartInfo) or ("end", SessionEndInfo)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    out = []
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name != "hparams":
+                    continue
+                data = plugin_data_pb2.HParamsPluginData.FromString(
+                    value.metadata.plugin_data.content)
+                kind = data.WhichOneof("data")
+                if kind == "session_start_info":
+                    out.append(("start", data.session_start_info))
+                elif kind == "session_end_info":
+                    out.append(("end", data.session_end_info))
+    return out
+
+
+def test_a_run_writes_its_hparams_start_and_end_records(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+
+    summary = train(make_tiny(seed=3), 256, tmp_path, name="r", eval_episodes=2,
+                    progress=False, extra_hparams={"group": "g"})
+    records = hparams_records(tmp_path / "r")
+    assert [kind for kind, _ in records] == ["start", "end"]
+    start = records[0][1]
+    assert start.hparams["agent"].string_value == "reinforce"
+    assert start.hparams["env_id"].string_value == SIGNAL
+    assert start.hparams["seed"].number_value == 3
+    assert start.hparams["lr"].number_value == pytest.approx(5e-3)
+    assert start.hparams["hidden_sizes"].string_value == "[8]"
+    assert start.hparams["group"].string_value == "g"
+    assert records[1][1].status == api_pb2.STATUS_SUCCESS
+    acc = scalars(tmp_path / "r")
+    (ev,) = acc.Scalars("eval/mean_return")  # one point: the final evaluation
+    assert (ev.step, ev.value) == (256, pytest.approx(summary["eval_return_mean"]))
+    last = acc.Scalars("charts/episodic_return")[-1]
+    assert (last.step, last.value) == (256, pytest.approx(summary["train_return_last20"]))
+
+
+def test_a_failed_run_ends_with_status_failure(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+
+    class Broken(Reinforce):
+        def loss(self, mb):
+            if self.num_updates == 2:
+                raise RuntimeError("bug in the loss")
+            return super().loss(mb)
+
+    with pytest.raises(RuntimeError, match="bug in the loss"):
+        train(lambda: Broken(SIGNAL, Broken.config_class(num_envs=2, steps_per_update=64,
+                                                         hidden_sizes=(8,))),
+              512, tmp_path, name="r", eval_episodes=0, progress=False)
+    records = hparams_records(tmp_path / "r")
+    assert [kind for kind, _ in records] == ["start", "end"]
+    assert records[1][1].status == api_pb2.STATUS_FAILURE
+
+
+def test_ctrl_c_writes_no_end_record_and_the_resumed_run_no_second_start(tmp_path):
+    from tensorboard.plugins.hparams import api_pb2
+
+    def ctrl_c_after_two(agent, info):
+        if agent.num_updates == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        train(make_tiny(), 512, tmp_path, name="r", eval_episodes=1, progress=False,
+              callback=ctrl_c_after_two)
+    assert [kind for kind, _ in hparams_records(tmp_path / "r")] == ["start"]
+    train(make_tiny(), 512, resume_from=tmp_path / "r", eval_episodes=1, progress=False)
+    records = hparams_records(tmp_path / "r")
+    assert [kind for kind, _ in records] == ["start", "end"]
+    assert records[1][1].status == api_pb2.STATUS_SUCCESS
+
+
+@pytest.mark.parametrize("kw,error,match", [
+    ({"extra_config": {"seed": 1}}, ValueError, "extra_config key 'seed' is one train"),
+    ({"extra_config": {"resumed": []}}, ValueError, "extra_config key 'resumed'"),
+    ({"extra_config": {"lr": 0.1}}, ValueError, "extra_config key 'lr' is a config field"),
+    ({"extra_config": {"x": object()}}, TypeError, "extra_config must be JSON data"),
+    ({"extra_config": {"x": float("nan")}}, TypeError, "extra_config must be JSON data"),
+    ({"extra_config": [("x", 1)]}, TypeError, "extra_config must be a mapping"),
+    ({"eval_every": -1}, ValueError, "eval_every must be an integer >= 0"),
+    ({"eval_every": True}, ValueError, "eval_every must be an integer >= 0"),
+    ({"eval_every": 64, "eval_episodes": 0}, ValueError, "needs eval_episodes >= 1"),
+    ({"eval_seed": -1}, ValueError, "eval_seed must be an integer >= 0"),
+    ({"note": 3}, TypeError, "note must be a str or None"),
+])
+def test_bad_train_arguments_write_nothing(tmp_path, kw, error, match):
+    with pytest.raises(error, match=match):
+        train(make_tiny(), 64, tmp_path / "logs", progress=False, **kw)
+    assert not (tmp_path / "logs").exists() or list((tmp_path / "logs").iterdir()) == []
+
+
+def test_extra_config_goes_to_config_json_and_the_text_tab_only(tmp_path):
+    record = {"file": "f.toml", "source": "s", "options": {"lr": 0.1}}
+    train(make_tiny(), 64, tmp_path, name="r", eval_episodes=0, progress=False,
+          extra_config={"preset": record}, note="preset: mine")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["preset"] == record and config["lr"] == 5e-3
+    (start,) = [info for kind, info in hparams_records(tmp_path / "r") if kind == "start"]
+    assert "preset" not in start.hparams and "lr" in start.hparams
+    text = scalars(tmp_path / "r").Tensors("hyperparameters")[0].tensor_proto.string_val[0]
+    assert '|preset|{"file": "f.toml"' in text.decode()
