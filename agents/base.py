@@ -220,8 +220,11 @@ class Agent:
         self.reward_scaler = RewardScaler(self.env.num_envs, c.gamma) if c.normalize_reward \
             else None
         self.setup()
-        self._base_lrs = {k: [g["lr"] for g in o.param_groups]
-                          for k, o in self.optimizers().items()}
+        # the schedule is a LambdaLR per optimizer, stepped to the environment step before
+        # each update: lr = base lr * schedule_factor(step)
+        self.lr_schedulers = {
+            k: optim.lr_scheduler.LambdaLR(o, self._lr_factor)
+            for k, o in self.optimizers().items()}
         self.collection = self.collector.from_config(
             self.env, self.rng, c, normalize=self._normalize_for_collection,
             scale_rewards=None if self.reward_scaler is None else self.reward_scaler)
@@ -391,22 +394,27 @@ class Agent:
             if callback is not None and callback(self, info) is False:
                 break
 
+    def _lr_factor(self, step: int) -> float:
+        return schedule_factor(self.config.lr_schedule, step, self._schedule_total,
+                               self.config.warmup_steps)
+
     def apply_lr_schedule(self) -> float:
-        """Set every optimizer's learning rates from the config's schedule at the current step;
-        returns the policy's (first) learning rate."""
-        factor = schedule_factor(self.config.lr_schedule, self.global_step,
-                                 self._schedule_total, self.config.warmup_steps)
-        for key, opt_ in self.optimizers().items():
-            for group, base in zip(opt_.param_groups, self._base_lrs[key]):
-                group["lr"] = base * factor
+        """Step every optimizer's scheduler to the current environment step; returns the
+        policy's (first) learning rate."""
+        for scheduler in self.lr_schedulers.values():
+            scheduler.last_epoch = self.global_step - 1
+            scheduler.step()
         return float(next(iter(self.optimizers().values())).param_groups[0]["lr"])
 
     def set_base_lrs(self) -> None:
-        """Re-read the base learning rates from the config (after a resume that changed them)."""
-        for key, opt_ in self.optimizers().items():
-            lrs = self.config_lrs().get(key)
-            if lrs is not None:
-                self._base_lrs[key] = [lrs] * len(opt_.param_groups)
+        """Re-read the base learning rates from the config (after a resume, which restores the
+        optimizers' saved lrs, or a resume that changed the config's)."""
+        for key, lr in self.config_lrs().items():
+            scheduler = self.lr_schedulers.get(key)
+            if scheduler is not None:
+                scheduler.base_lrs = [lr] * len(scheduler.optimizer.param_groups)
+                for group in scheduler.optimizer.param_groups:
+                    group["initial_lr"] = lr
 
     def config_lrs(self) -> dict[str, float]:
         """Optimizer name -> the config's learning rate for it."""
