@@ -11,13 +11,13 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
 from agents.base import opt
 from rlgrad.autograd import conjugate_gradient, grad
+from rlgrad.curvature import FisherVectorProduct
 from rlgrad.distributions import Categorical, Distribution, Normal
 from rlgrad.envs import NonFiniteError
 from rlgrad.normalize import RunningMeanStd
@@ -102,6 +102,9 @@ class NPGConfig(ActorCriticConfig):
         if self.shared_network:
             raise ValueError(f"shared_network is not supported by {name}: the value fit would "
                              "move the policy outside its trust region; use separate networks")
+        if self.squash:
+            raise ValueError(f"squash is not supported by {name}: its Fisher-vector products "
+                             "and KL take a Categorical or a plain Normal policy")
 
     def resolve(self, discrete: bool) -> NPGConfig:
         defaults = DISCRETE_DEFAULTS if discrete else BOX_DEFAULTS
@@ -131,7 +134,8 @@ class NPG(ActorCritic):
     with :math:`\delta` = ``max_kl``, :math:`\lambda` = ``cg_damping``, :math:`k` =
     ``cg_iterations`` and :math:`c_H` = ``ent_coef`` (0 by default, as sb3-contrib has none).
     F is the Fisher information of the policy (the KL's gradient vanishes at theta_old, so its
-    Hessian there is the Fisher), reached only through products F v. The step makes the damped
+    Hessian there is the Fisher), reached only through the products F v of
+    :class:`rlgrad.curvature.FisherVectorProduct`. The step makes the damped
     quadratic model of the KL equal delta, :math:`\tfrac12 \beta^2 x^T (F + \lambda I) x =
     \delta` (the undamped one, :math:`\tfrac12 \beta^2 x^T F x`, is at most delta). In exact
     arithmetic every conjugate-gradient iterate has :math:`x_k^T (F + \lambda I) x_k = g^T x_k`
@@ -154,8 +158,9 @@ class NPG(ActorCritic):
 
     Metrics: ``approx_kl`` (mean KL(pi_old || pi) of the step taken, 0 if none), ``cg_residual``
     (:math:`\lVert g - (F + \lambda I) x \rVert`), ``cg_iterations``, ``line_search_steps``
-    (step fractions rejected before the accepted one), ``step_size`` (the multiplier of x
-    applied, 0 if none), ``surrogate_improvement`` (:math:`L(\theta) - L(\theta_{old})`),
+    (step fractions rejected before the accepted one; all tried when none was),
+    ``step_size`` (the multiplier of x applied, 0 if none), ``surrogate_improvement``
+    (:math:`L(\theta) - L(\theta_{old})`),
     ``line_search_rejected`` (1.0 when the policy was left unchanged), ``policy_loss``
     (:math:`-L` at the parameters the update leaves), ``grad_norm`` (:math:`\lVert g \rVert`),
     ``entropy`` (at theta_old), ``value_loss`` (mean over the value steps) and
@@ -259,13 +264,22 @@ class NPG(ActorCritic):
         if not math.isfinite(old_objective) or not np.isfinite(g).all():
             raise NonFiniteError(f"the surrogate or its gradient is not finite at {where}; "
                                  "parameters left unchanged")
-        fvp = _CountingProduct(_FisherVectorProduct(dist, params, c.cg_damping))
+        fisher = FisherVectorProduct(dist, params, c.cg_damping)
+
+        def fvp(v: np.ndarray) -> np.ndarray:
+            try:
+                return fisher(v)
+            except ValueError as e:  # a non-finite product (or vector)
+                raise NonFiniteError(f"{e} at {where}; parameters left unchanged") from None
+
+        residuals: list[float] = []
         try:
-            x = conjugate_gradient(fvp, g, iters=c.cg_iterations)
+            x = conjugate_gradient(fvp, g, iters=c.cg_iterations, residuals=residuals)
+        except NonFiniteError:
+            raise
         except ValueError as e:  # p^T A p <= 0: F is singular along the search direction
             raise ValueError(f"conjugate gradient broke down at {where} ({e}); use "
                              "cg_damping > 0") from None
-        iterations = fvp.calls
         ax = fvp(x)
         xax = float(x @ ax)
         if not np.isfinite(x).all() or not math.isfinite(xax):
@@ -273,10 +287,9 @@ class NPG(ActorCritic):
                                  "parameters left unchanged")
         residual = float(np.linalg.norm(g - ax))
         old = _detached(dist)
-        metrics = {"cg_iterations": float(iterations), "cg_residual": residual,
+        metrics = {"cg_iterations": float(len(residuals) - 1), "cg_residual": residual,
                    "grad_norm": float(np.linalg.norm(g)),
                    "entropy": float(dist.entropy().mean().item())}
-        del dist, objective, fvp  # the graphs of theta_old are no longer needed
 
         beta = math.sqrt(2.0 * c.max_kl / xax) if xax > 0 else 0.0
         fractions = list(self.step_fractions()) if beta > 0 else []
@@ -328,42 +341,6 @@ class NPG(ActorCritic):
             self.gradient_step(loss)
             losses.append(loss.item())
         return {"value_loss": float(np.mean(losses))}
-
-
-class _CountingProduct:
-    """A matrix-vector product that counts its calls (the conjugate-gradient iterations)."""
-
-    def __init__(self, product: Any) -> None:
-        self.product = product
-        self.calls = 0
-
-    def __call__(self, v: np.ndarray) -> np.ndarray:
-        self.calls += 1
-        return self.product(v)
-
-
-class _FisherVectorProduct:
-    """v -> F v + damping v on flat float64 vectors, F the Hessian of mean KL(pi_old || pi) at
-    theta_old, by double backprop: F v = grad((grad KL)^T v)."""
-
-    def __init__(self, dist: Distribution, params: list[Tensor], damping: float) -> None:
-        self.params = params
-        self.damping = damping
-        kl = NPG.mean_kl(_detached(dist), dist)
-        self.kl_grads = grad(kl, params, create_graph=True, allow_unused=True)
-
-    def __call__(self, v: np.ndarray) -> np.ndarray:
-        parts = _split(v, self.params)
-        dot = None
-        for g, part in zip(self.kl_grads, parts):
-            if g is not None and g.requires_grad:
-                term = (g * part.astype(g.dtype)).sum()
-                dot = term if dot is None else dot + term
-        if dot is None:
-            return self.damping * v
-        hv = grad(dot, self.params, allow_unused=True)
-        return _flat([h.data if h is not None else None for h in hv], self.params) \
-            + self.damping * v
 
 
 def _detached(dist: Distribution) -> Distribution:
