@@ -10,10 +10,11 @@
    seeds and budget as ``experiments.learning_rate``, whose runs these reproduce: the
    diagnostics draw from their own generator) and on InvertedPendulum-v5 (Gaussian policy).
 2. First order (PPO, A2C) against second order (NPG, TRPO: a natural-gradient step of fixed KL)
-   on CartPole-v1, same seeds and steps, each agent at its defaults except that NPG and TRPO
-   step 8 environments for 256 steps (their batch of 2048, collected 8 at a time, as PPO's 4):
-   return against environment steps and against wall time, and the KL of each update
-   (``approx_kl``; A2C does not measure it).
+   on the same two tasks, same seeds and steps, each agent at its defaults except that NPG and
+   TRPO step 8 environments for 256 steps (their default batch of 2048, collected 8 at a time
+   rather than from one environment, which is ~3x faster here): return against environment
+   steps and against wall time, and the KL of each update (``approx_kl``; A2C does not
+   measure it).
 
     python -m experiments.curvature            # full: docs/curvature.png
     python -m experiments.curvature --quick    # seconds
@@ -34,7 +35,6 @@ from rlgrad.sweep import Grid, RunSpec
 
 NAME = "curvature"
 SGD_ENVS = ["CartPole-v1", "InvertedPendulum-v5"]
-COMPARE_ENV = "CartPole-v1"
 COMPARE = ["ppo", "a2c", "npg", "trpo"]
 AGENT_COLORS = {"ppo": "tab:blue", "a2c": "tab:orange", "npg": "tab:green", "trpo": "tab:red"}
 FULL = {
@@ -44,7 +44,7 @@ FULL = {
             "InvertedPendulum-v5": [1.0, 3.0, 10.0]},
     "steps": {"CartPole-v1": 100_000, "InvertedPendulum-v5": 50_000},
     "sgd_options": {},
-    "compare_steps": 100_000,
+    "compare_steps": {"InvertedPendulum-v5": 50_000, "CartPole-v1": 100_000},
     "compare_options": {"npg": {"num_envs": [8], "num_steps": [256]},
                         "trpo": {"num_envs": [8], "num_steps": [256]}},
 }
@@ -53,7 +53,7 @@ QUICK = {
     "lrs": {"CartPole-v1": [1.0, 100.0], "InvertedPendulum-v5": [10.0]},
     "steps": {"CartPole-v1": 1_500, "InvertedPendulum-v5": 1_000},
     "sgd_options": {"steps_per_update": [500], "num_envs": [4]},
-    "compare_steps": 1_500,
+    "compare_steps": {"CartPole-v1": 1_500},
     "compare_options": {"ppo": {"num_steps": [64]},
                         "npg": {"num_envs": [4], "num_steps": [128]},
                         "trpo": {"num_envs": [4], "num_steps": [128]}},
@@ -74,10 +74,12 @@ def sgd_specs(setting: dict) -> list[RunSpec]:
 
 
 def compare_specs(setting: dict) -> list[RunSpec]:
-    grids = [Grid(agents=[agent], envs=[COMPARE_ENV], seeds=setting["seeds"],
+    """The first- against second-order runs, each environment's in :data:`COMPARE` order
+    (PPO's on InvertedPendulum, the longest, start first)."""
+    grids = [Grid(agents=[agent], envs=[env], seeds=setting["seeds"],
                   options=setting["compare_options"].get(agent, {}),
-                  total_steps=setting["compare_steps"], eval_episodes=0)
-             for agent in COMPARE]
+                  total_steps=steps, eval_episodes=0)
+             for env, steps in setting["compare_steps"].items() for agent in COMPARE]
     return common.specs(*grids)
 
 
@@ -211,17 +213,16 @@ def draw_agents(ax: Any, stats: list, **kw: Any) -> None:
     """``draw_groups`` with one fixed colour per agent; TRPO dashed (it can hide NPG)."""
     ax.set_prop_cycle(color=[AGENT_COLORS[s.label] for s in stats])
     draw_groups(ax, stats, **kw)
+    ax.title.set_fontsize(9)
     for line in ax.get_lines():
         if line.get_label().startswith("trpo"):
             line.set_linestyle("--")
     ax.legend(fontsize=7, loc="best")
 
 
-def compare_rows(by_steps: list, by_time: list, kl: dict[str, Run],
+def compare_rows(env: str, by_steps: list, by_time: list, kl: dict[str, Run],
                  line_search: dict[str, Run]) -> list[str]:
-    rows = ["| agent | final return [95% CI] | AUC [95% CI] | steps to 475 | seconds to 475 | "
-            "run time (s) | updates | mean KL per update | TRPO backtracks per update |",
-            "|-|-|-|-|-|-|-|-|-|"]
+    rows = []
     for s, t in zip(by_steps, by_time):
         kls = [kl[n].values for n in s.runs if n in kl]
         n_updates = np.mean([len(kl[n].values) for n in s.runs]) if kls else None
@@ -230,12 +231,40 @@ def compare_rows(by_steps: list, by_time: list, kl: dict[str, Run],
         to_steps = "never" if s.steps_to_threshold is None else f"{s.steps_to_threshold:,.0f}"
         to_time = "never" if t.steps_to_threshold is None else f"{t.steps_to_threshold:.1f}"
         rows.append(
-            f"| {s.label} | {s.final_mean:.1f} [{s.final_low:.1f}, {s.final_high:.1f}] | "
-            f"{s.auc:.1f} [{s.auc_low:.1f}, {s.auc_high:.1f}] | {to_steps} | {to_time} | "
+            f"| {env} | {s.label} | {s.final_mean:.1f} [{s.final_low:.1f}, {s.final_high:.1f}] "
+            f"| {s.auc:.1f} [{s.auc_low:.1f}, {s.auc_high:.1f}] | {to_steps} | {to_time} | "
             f"{seconds:.1f} | {'-' if n_updates is None else f'{n_updates:.0f}'} | "
             f"{f'{np.mean(np.concatenate(kls)):.2g}' if kls else 'not logged'} | "
             f"{f'{np.mean(np.concatenate(ls)):.2f}' if ls and s.label == 'trpo' else '-'} |")
     return rows
+
+
+COMPARE_HEADER = ["| env | agent | final return [95% CI] | AUC [95% CI] | steps to threshold | "
+                  "seconds to threshold | run time (s) | updates | mean KL per update | TRPO "
+                  "backtracks per update |", "|-|-|-|-|-|-|-|-|-|-|"]
+
+
+def draw_compare(axes: Sequence, env: str, runs: list[Run], kl: dict[str, Run],
+                 workers: int) -> tuple[list, list]:
+    """Return against steps and against wall time, and the KL per update; the stats drawn."""
+
+    def label(r: Run) -> str:
+        return str(r.config["agent"])
+
+    def order(stats: list) -> list:
+        return sorted(stats, key=lambda s: COMPARE.index(s.label))
+
+    by_steps = order(common.curves(runs, label=label))
+    by_time = order(common.curves(runs, label=label, x="time", span="group"))
+    draw_agents(axes[0], by_steps, title=f"{env}: first vs second order, against steps")
+    draw_agents(axes[1], by_time, title=f"{env}: against wall time ({workers} runs at once)")
+    kl_runs = [kl[r.name] for r in runs if r.name in kl]
+    if kl_runs:
+        draw_agents(axes[2], order(common.curves(kl_runs, label=label, window=1)),
+                    ylabel="approx_kl, KL(pi_old || pi) (PPO: mean over mini-batches)",
+                    threshold=False, title=f"{env}: KL per update (A2C: not measured)")
+        axes[2].set_yscale("log")
+    return by_steps, by_time
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -246,18 +275,19 @@ def main(argv: list[str] | None = None) -> dict:
     sgd, compare = sgd_specs(setting), compare_specs(setting)
     print(f"{NAME}: {len(sgd)} SGD runs measuring their curvature, {len(compare)} runs of "
           f"{', '.join(COMPARE)}")
-    common.sweep(sgd + compare, logdir, args.workers)
-    result = report(logdir, figure, args.workers)
+    common.sweep(compare[:len(setting["seeds"])] + sgd + compare[len(setting["seeds"]):],
+                 logdir, args.workers)
+    result = report(logdir, figure, args.workers, list(setting["compare_steps"]))
     return {**result, "seconds": timer.done(NAME)}
 
 
-def report(logdir: Path, figure: Path, workers: int) -> dict:
+def report(logdir: Path, figure: Path, workers: int, compare_envs: Sequence[str]) -> dict:
     """The figure and the tables from the runs under ``logdir``."""
     returns = common.load(logdir)
     curvature = {k: load_metric(logdir, f"curvature/{k}") for k in ("hessian_max", "hessian_min")}
     if not curvature["hessian_max"]:
         raise ValueError(f"no run under {str(logdir)!r} logged curvature/hessian_max")
-    fig, axes = new_figure(ncols=3, nrows=3, size=(5.4, 4.1))
+    fig, axes = new_figure(ncols=3, nrows=len(SGD_ENVS) + len(compare_envs), size=(5.4, 4.1))
     table = list(SGD_HEADER)
     analysis = {}
     for i, env in enumerate(SGD_ENVS):
@@ -265,34 +295,19 @@ def report(logdir: Path, figure: Path, workers: int) -> dict:
         table += sgd_table(env, analysis[env])
         draw_sgd(axes[i], env, analysis[env], returns)
 
-    first_order = common.select(returns, env_id=COMPARE_ENV, agent=lambda a: a in COMPARE)
-
-    def label(r: Run) -> str:
-        return str(r.config["agent"])
-
-    def order(stats: list) -> list:
-        return sorted(stats, key=lambda s: COMPARE.index(s.label))
-
-    by_steps = order(common.curves(first_order, label=label))
-    by_time = order(common.curves(first_order, label=label, x="time", span="group"))
     kl = load_metric(logdir, "approx_kl")
     line_search = load_metric(logdir, "line_search_steps")
-    draw_agents(axes[2, 0], by_steps, title=f"{COMPARE_ENV}: first vs second order, "
-                f"against steps")
-    draw_agents(axes[2, 1], by_time, title=f"{COMPARE_ENV}: against wall time "
-                f"({workers} runs at once)")
-    kl_runs = [kl[r.name] for r in first_order if r.name in kl]
-    if kl_runs:
-        draw_agents(axes[2, 2], order(common.curves(kl_runs, label=label, window=1)),
-                    ylabel="approx_kl: mean KL(pi_old || pi) of the update", threshold=False,
-                    title="KL per update (PPO: mean over its mini-batches; A2C: none)")
-        axes[2, 2].set_yscale("log")
+    compare_table, all_steps = list(COMPARE_HEADER), []
+    for i, env in enumerate(compare_envs, start=len(SGD_ENVS)):
+        runs = common.select(returns, env_id=env, agent=lambda a: a in COMPARE)
+        by_steps, by_time = draw_compare(axes[i], env, runs, kl, workers)
+        compare_table += compare_rows(env, by_steps, by_time, kl, line_search)
+        all_steps += by_steps
     save_figure(fig, figure)
 
-    compare_table = compare_rows(by_steps, by_time, kl, line_search)
     text = "\n".join(table) + "\n\n" + "\n".join(compare_table)
     print("\n" + text)
-    common.write_text(logdir / "table.md", text + "\n\n" + format_table(by_steps))
+    common.write_text(logdir / "table.md", text + "\n\n" + format_table(all_steps))
     return {"figure": figure, "table": text, "sgd": analysis}
 
 
