@@ -384,7 +384,7 @@ def _sweep_presets(cls: type, env_id: str) -> dict[str, Any] | None:
 
 
 def _saved_agent(checkpoint: str, agent: str | None, env: str | None, threads: int) -> Any:
-    """The agent saved at ``checkpoint`` with one environment, its state loaded: its class
+    """The agent saved at ``checkpoint``, its state loaded: its class
     registered (or ``agent`` as typed), its environment the checkpoint's unless it needs a
     module imported (or ``env`` as typed). Call inside ``math_threads``; close it."""
     from rlgrad.checkpoint import load_checkpoint
@@ -395,10 +395,11 @@ def _saved_agent(checkpoint: str, agent: str | None, env: str | None, threads: i
     own = {f.name for f in dataclasses.fields(cls.config_class)}
     config = cls.config_class.from_dict({k: v for k, v in (meta.get("config") or {}).items()
                                          if k in own})
-    config = dataclasses.replace(config, num_envs=1)
+    # the saved config as it is: its num_envs shapes the reward scaler's state, and PPO's
+    # mini-batch size is checked against num_steps * num_envs
     instance = cls(env_id, config=config, seed=meta.get("seed", 0), threads=threads)
     try:
-        instance.load_state_dict(arrays, dict(meta, config=config.to_dict()))
+        instance.load_state_dict(arrays, meta)
     except BaseException:
         instance.close()
         raise
