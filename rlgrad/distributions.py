@@ -20,6 +20,7 @@ from .tensor import (
     _leaf,
     _python_scalar,
     _result,
+    _scatter,
     _sum_to,
     is_grad_enabled,
     log_softmax,
@@ -158,16 +159,14 @@ class Categorical(Distribution):
                 raise ValueError("Categorical actions must be integers")
             a = a.astype(np.int64)
         k = self.logits.shape[-1]
-        if a.size and (a.min() < 0 or a.max() >= k):
+        if a.size and (np.minimum.reduce(a, axis=None) < 0 or np.maximum.reduce(a, axis=None) >= k):
             raise ValueError(f"actions must lie in [0, {k}), got values in [{a.min()}, {a.max()}]")
         if a.ndim == 0:
             return self.logp[int(a)]
-        flat = self.logp.reshape(-1, k)[np.arange(a.size), a.ravel()]
-        return flat.reshape(a.shape) if a.ndim != 1 else flat
+        return _pick(self.logp, a)
 
     def entropy(self) -> Tensor:
-        logp = self.logp
-        return -(logp.exp() * logp).sum(axis=-1)
+        return _categorical_entropy(self.logp)
 
     def kl(self, other: Distribution) -> Tensor:
         """KL(self || other) = sum_k pi_k (log pi_k - log rho_k)."""
@@ -180,6 +179,51 @@ class Categorical(Distribution):
         if self._logp is not None:
             copy._logp = _frozen_copy(self._logp)
         return copy
+
+
+def _pick(logp: Tensor, a: np.ndarray) -> Tensor:
+    """``log pi(a)``: the entry of each action in ``logp`` ``(..., K)``, for integer actions of
+    the batch shape ``(...)`` (at least one axis), one graph node.
+
+    The composite ``logp.reshape(-1, K)[arange(B), a.ravel()].reshape(a.shape)`` in one node:
+    the gradient goes back through the same adjoints (reshape, scatter into zeros, reshape),
+    so it is bitwise the composite's.
+    """
+    k = logp.shape[-1]
+    idx = (np.arange(a.size), a.ravel())
+    out = logp.data.reshape(-1, k)[idx]
+    if a.ndim != 1:
+        out = out.reshape(a.shape)
+
+    def backward(node, g, cg):
+        g = g if a.ndim == 1 else g.reshape(a.size)
+        return (_scatter(g, idx, (a.size, k)).reshape(logp.shape),)
+
+    return _result(out, (logp,), backward)
+
+
+def _categorical_entropy(logp: Tensor) -> Tensor:
+    r"""The categorical entropy :math:`H = -\sum_k \pi_k \log \pi_k` over the last axis of
+    log-probabilities, one graph node:
+
+    .. math:: \frac{\partial H}{\partial \log \pi_k} = -\pi_k (1 + \log \pi_k)
+
+    computed as the composite ``-(logp.exp() * logp).sum(-1)`` computes it: its local
+    derivatives, summed in the order the graph walk would (the product's term, then the
+    exponential's), so the gradient is bitwise the composite's as long as nothing created
+    after the entropy uses ``logp`` (an agent's ``log_prob`` before ``entropy``, as usual).
+    """
+    lp = logp.data
+    p = np.exp(lp)
+    axis = (lp.ndim - 1,)
+    out = -np.asarray(np.add.reduce(p * lp, axis=axis))
+
+    def backward(node, g, cg):
+        l, q = (logp, logp.exp()) if cg else (lp, p)
+        gb = _broadcast_to(_expand_dims(-g, axis), lp.shape)
+        return (_sum_to(gb * q, lp.shape) + _sum_to(gb * l, lp.shape) * q,)
+
+    return _result(np.asarray(out), (logp,), backward)
 
 
 class Normal(Distribution):

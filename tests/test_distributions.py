@@ -178,6 +178,58 @@ def test_normal_shape_errors():
         Normal(np.zeros((3, 2)), np.zeros(2)).log_prob(np.zeros((3, 3)))
 
 
+# ---- Categorical: the fused pick and entropy nodes --------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [(5,), (64,), (3, 4)], ids=str)
+def test_fused_categorical_nodes_are_bitwise_the_composite_graph(batch, dtype):
+    rng = np.random.default_rng(43)
+    logits = rng.normal(size=(*batch, 4)).astype(dtype)
+    actions = rng.integers(0, 4, batch)
+    w = rng.normal(size=batch).astype(dtype)
+
+    def run(fused):
+        z = rlgrad.tensor(logits, requires_grad=True)
+        d = Categorical(z)
+        if fused:
+            lp, ent = d.log_prob(actions), d.entropy()
+            assert len(lp._parents) == len(ent._parents) == 1 and lp._parents[0] is d.logp
+        else:  # the composite, in the order agents use it: log-probabilities, then entropy
+            logp = d.logp
+            lp = logp.reshape(-1, 4)[np.arange(actions.size), actions.ravel()]
+            lp = lp.reshape(batch) if len(batch) != 1 else lp
+            ent = -(logp.exp() * logp).sum(axis=-1)
+        ((lp * w).sum() + (ent * w).sum() * 0.1).backward()
+        return lp.data, ent.data, z.grad
+
+    for got, want in zip(run(True), run(False)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_categorical_log_prob_and_entropy_match_central_differences():
+    rng = np.random.default_rng(44)
+    logits, actions = rng.normal(size=(6, 3)), rng.integers(0, 3, 6)
+    assert rlgrad.gradcheck(lambda z: Categorical(z).log_prob(actions), [logits])
+    assert rlgrad.gradcheck(lambda z: Categorical(z).entropy(), [logits])
+    assert rlgrad.gradcheck(lambda z: Categorical(z).log_prob(actions.reshape(2, 3)),
+                            [logits.reshape(2, 3, 3)])
+
+
+def test_categorical_double_backward_matches_torch():
+    rng = np.random.default_rng(45)
+    logits, actions, v = rng.normal(size=(5, 3)), rng.integers(0, 3, 5), rng.normal(size=(5, 3))
+    z = rlgrad.tensor(logits, requires_grad=True)
+    d = Categorical(z)
+    (hv,) = rlgrad.hvp((d.log_prob(actions) * 2.0).sum() + d.entropy().sum(), [z], [v])
+    zt = _t(logits)
+    dt = torch.distributions.Categorical(logits=zt)
+    (g,) = torch.autograd.grad((dt.log_prob(torch.tensor(actions)) * 2.0).sum()
+                               + dt.entropy().sum(), [zt], create_graph=True)
+    (thv,) = torch.autograd.grad((g * torch.tensor(v)).sum(), [zt])
+    np.testing.assert_allclose(hv, thv.numpy(), rtol=RTOL, atol=ATOL)
+
+
 # ---- Normal: the fused log-density and entropy nodes ----------------------------------------
 
 _LOG_2PI = float(np.log(2 * np.pi))
