@@ -217,7 +217,7 @@ class Tensor:
                     f"backward() without a gradient needs a one-element output, got shape "
                     f"{self.shape}; pass gradient= of that shape"
                 )
-            seed = np.ones_like(self.data)
+            seed = np.ones(self.data.shape, self.data.dtype)  # np.ones_like, without its dispatch
         else:
             seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
             if seed.shape != self.shape:
