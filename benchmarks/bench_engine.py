@@ -1,7 +1,9 @@
 """Policy-gradient updates, rlgrad against torch (and JAX, hand-written numpy), side by side.
 
-Two tables, each from interleaved repetitions in one process (so drift hits all alike), one
-thread each, medians of wall-clock time per update:
+Two tables, each from repetitions interleaved in blocks in one process (so drift hits all
+alike and each implementation runs warm, as in a training loop), one thread each: medians of
+wall-clock time per update and, printed after them, of this process's CPU time (the steadier
+measure on a machine shared with other work):
 
 1. A REINFORCE step: an MLP 4 -> 64 tanh -> 64 tanh -> 2 logits, the categorical
    log-probability of the taken actions times advantages, backward, and an Adam step; rlgrad,
@@ -141,18 +143,27 @@ def numpy_update(seed: int):
 
 
 def _interleaved_medians(impls: dict[str, Callable[..., Any]], args: tuple, repeats: int,
-                         warmup: int = 10) -> dict[str, float]:
-    """Median microseconds per call of each implementation, called in turn ``repeats`` times."""
+                         warmup: int = 10, block: int = 10) -> dict[str, float]:
+    """Median microseconds per call of each implementation over ``repeats`` timed calls, made
+    in turns of ``block`` consecutive calls (interleaved, so drift hits all alike; in blocks,
+    so each runs warm, as in a training loop, not in caches the others just emptied):
+    ``name`` of wall-clock time, ``name + "_cpu"`` of this process's CPU time (which barely
+    moves when the process waits for a core on a shared machine)."""
     for fn in impls.values():
         for _ in range(warmup):
             fn(*args)
-    times: dict[str, list[float]] = {name: [] for name in impls}
-    for _ in range(repeats):
-        for name, fn in impls.items():  # interleaved, so drift hits all alike
-            t0 = time.perf_counter()
-            fn(*args)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) * 1e6 for name, ts in times.items()}
+    wall: dict[str, list[float]] = {name: [] for name in impls}
+    cpu: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(math.ceil(repeats / block)):
+        for name, fn in impls.items():
+            for _ in range(block):
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn(*args)
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+    out = {name: statistics.median(ts) * 1e6 for name, ts in wall.items()}
+    out.update({f"{name}_cpu": statistics.median(ts) * 1e6 for name, ts in cpu.items()})
+    return out
 
 
 def bench(batch_sizes, repeats: int) -> list[dict]:
@@ -386,7 +397,7 @@ def bench_ppo(repeats: int, use_jax: bool | None = None, policies: list[str] | N
                 impls["jax"] = jax_ppo_update(policy)[0]
             batch = make_ppo_batch(policy, np.random.default_rng(1))
             med = _interleaved_medians(impls, (batch,), repeats, warmup)
-            rows.append({"policy": policy, "jax": None, **med})
+            rows.append({"policy": policy, "jax": None, "jax_cpu": None, **med})
     return rows
 
 
@@ -398,26 +409,32 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-jax", action="store_true", help="leave out the JAX column")
     args = parser.parse_args(argv)
     rows = bench(args.batch_sizes, args.repeats)
-    print("REINFORCE step, MLP 4-64-64-2, Adam")
-    print()
-    print("| batch | rlgrad (us) | torch (us) | numpy by hand (us) | rlgrad / torch "
-          "| rlgrad / numpy |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['batch']} | {r['rlgrad']:.0f} | {r['torch']:.0f} | {r['numpy']:.0f} "
-              f"| {r['rlgrad'] / r['torch']:.2f}x | {r['rlgrad'] / r['numpy']:.2f}x |")
+    for clock, suffix in (("wall-clock", ""), ("CPU", "_cpu")):
+        print(f"REINFORCE step, MLP 4-64-64-2, Adam: median {clock} time")
+        print()
+        print("| batch | rlgrad (us) | torch (us) | numpy by hand (us) | rlgrad / torch "
+              "| rlgrad / numpy |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            us = [r[k + suffix] for k in ("rlgrad", "torch", "numpy")]
+            print(f"| {r['batch']} | {us[0]:.0f} | {us[1]:.0f} | {us[2]:.0f} "
+                  f"| {us[0] / us[1]:.2f}x | {us[0] / us[2]:.2f}x |")
+        print()
     rows = bench_ppo(args.ppo_repeats, use_jax=False if args.no_jax else None)
-    print()
-    print(f"PPO mini-batch update (batch {PPO_BATCH}: policy + value, clipped losses, entropy, "
-          f"grad-norm clip, Adam)")
-    print()
-    print("| policy | rlgrad (us) | torch (us) | jax.jit (us) | rlgrad / torch | rlgrad / jax |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        jax_us = "n/a" if r["jax"] is None else f"{r['jax']:.0f}"
-        jax_ratio = "n/a" if r["jax"] is None else f"{r['rlgrad'] / r['jax']:.2f}x"
-        print(f"| {r['policy']} | {r['rlgrad']:.0f} | {r['torch']:.0f} | {jax_us} "
-              f"| {r['rlgrad'] / r['torch']:.2f}x | {jax_ratio} |")
+    for clock, suffix in (("wall-clock", ""), ("CPU", "_cpu")):
+        print(f"PPO mini-batch update (batch {PPO_BATCH}: policy + value, clipped losses, "
+              f"entropy, grad-norm clip, Adam): median {clock} time")
+        print()
+        print("| policy | rlgrad (us) | torch (us) | jax.jit (us) | rlgrad / torch "
+              "| rlgrad / jax |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for r in rows:
+            ours, torch_us, jax_us = (r[k + suffix] for k in ("rlgrad", "torch", "jax"))
+            jax_col = "n/a" if jax_us is None else f"{jax_us:.0f}"
+            jax_ratio = "n/a" if jax_us is None else f"{ours / jax_us:.2f}x"
+            print(f"| {r['policy']} | {ours:.0f} | {torch_us:.0f} | {jax_col} "
+                  f"| {ours / torch_us:.2f}x | {jax_ratio} |")
+        print()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ def test_engine_benchmark_runs_all_three_implementations():
     assert [r["batch"] for r in rows] == [1, 8]
     for r in rows:
         assert all(r[k] > 0 and np.isfinite(r[k]) for k in ("rlgrad", "torch", "numpy"))
+        assert all(r[k + "_cpu"] >= 0 for k in ("rlgrad", "torch", "numpy"))
 
 
 def test_the_three_implementations_compute_the_same_update():
@@ -58,6 +59,7 @@ def test_ppo_update_benchmark_runs_every_implementation():
     names = ["rlgrad", "torch"] + (["jax"] if bench_engine.jax_available() else [])
     for r in rows:
         assert all(r[k] > 0 and np.isfinite(r[k]) for k in names)
+        assert all(r[k + "_cpu"] >= 0 and np.isfinite(r[k + "_cpu"]) for k in names)
         assert (r["jax"] is None) == (not bench_engine.jax_available())
     (row,) = bench_engine.bench_ppo(repeats=1, use_jax=False, policies=[rows[0]["policy"]],
                                     warmup=0)
