@@ -408,7 +408,40 @@ def _layer_stack(x: Any, layers: list[list[Any]]) -> Tensor:
         grads[0] = g
         return grads
 
+    backward.stack = (layers, hs)  # what _layer_stack_tangent reads (forward mode)
     return _result(hs[-1], parents, backward)
+
+
+def _layer_stack_tangent(node: Tensor, dots: list[np.ndarray | None]) -> np.ndarray:
+    r"""Forward mode through a fused layer stack: the tangent of its output from the tangents
+    ``dots`` of its inputs (x, W_1, b_1, ...; None for an input that does not move),
+
+    .. math:: h_k' = \phi_k'(h_k) \odot (h_{k-1}' W_k^T + h_{k-1} W_k'^T + b_k')
+
+    with the stack's own activations (for directional derivatives, Fisher-vector products by
+    forward mode). Writes into no given tangent.
+    """
+    layers, hs = node._backward.stack
+    dh, i = dots[0], 1
+    for k, (weight, bias, act) in enumerate(layers):
+        dw = dots[i]
+        db = dots[i + 1] if bias is not None else None
+        i += 1 if bias is None else 2
+        h = hs[k]
+        out = None
+        if dh is not None:
+            out = np.dot(dh, weight.data.T) if dh.ndim <= 2 else dh @ weight.data.T
+        if dw is not None:
+            term = np.dot(h, dw.T) if h.ndim <= 2 else h @ dw.T
+            out = term if out is None else np.add(out, term, out=out)
+        if db is not None:
+            out = np.broadcast_to(db, hs[k + 1].shape) if out is None else out + db
+        if out is not None and act == "tanh":
+            out = _tanh_grad(out, hs[k + 1], False)  # writes into a temporary, not into out
+        elif out is not None and act == "relu":
+            out = out * (hs[k + 1] > 0)
+        dh = out
+    return np.zeros_like(node.data) if dh is None else dh
 
 
 def _affine(h: np.ndarray, weight: Tensor, bias: Tensor | None) -> np.ndarray:
