@@ -13,7 +13,18 @@ from typing import Any
 
 import numpy as np
 
-from .tensor import Tensor, _leaf, log_softmax
+from .tensor import (
+    Tensor,
+    _broadcast_to,
+    _expand_dims,
+    _leaf,
+    _python_scalar,
+    _result,
+    _scatter,
+    _sum_to,
+    is_grad_enabled,
+    log_softmax,
+)
 
 __all__ = [
     "Distribution", "Categorical", "Normal", "TanhNormal", "LOG_STD_MIN", "LOG_STD_MAX",
@@ -148,16 +159,14 @@ class Categorical(Distribution):
                 raise ValueError("Categorical actions must be integers")
             a = a.astype(np.int64)
         k = self.logits.shape[-1]
-        if a.size and (a.min() < 0 or a.max() >= k):
+        if a.size and (np.minimum.reduce(a, axis=None) < 0 or np.maximum.reduce(a, axis=None) >= k):
             raise ValueError(f"actions must lie in [0, {k}), got values in [{a.min()}, {a.max()}]")
         if a.ndim == 0:
             return self.logp[int(a)]
-        flat = self.logp.reshape(-1, k)[np.arange(a.size), a.ravel()]
-        return flat.reshape(a.shape) if a.ndim != 1 else flat
+        return _pick(self.logp, a)
 
     def entropy(self) -> Tensor:
-        logp = self.logp
-        return -(logp.exp() * logp).sum(axis=-1)
+        return _categorical_entropy(self.logp)
 
     def kl(self, other: Distribution) -> Tensor:
         """KL(self || other) = sum_k pi_k (log pi_k - log rho_k)."""
@@ -170,6 +179,51 @@ class Categorical(Distribution):
         if self._logp is not None:
             copy._logp = _frozen_copy(self._logp)
         return copy
+
+
+def _pick(logp: Tensor, a: np.ndarray) -> Tensor:
+    """``log pi(a)``: the entry of each action in ``logp`` ``(..., K)``, for integer actions of
+    the batch shape ``(...)`` (at least one axis), one graph node.
+
+    The composite ``logp.reshape(-1, K)[arange(B), a.ravel()].reshape(a.shape)`` in one node:
+    the gradient goes back through the same adjoints (reshape, scatter into zeros, reshape),
+    so it is bitwise the composite's.
+    """
+    k = logp.shape[-1]
+    idx = (np.arange(a.size), a.ravel())
+    out = logp.data.reshape(-1, k)[idx]
+    if a.ndim != 1:
+        out = out.reshape(a.shape)
+
+    def backward(node, g, cg):
+        g = g if a.ndim == 1 else g.reshape(a.size)
+        return (_scatter(g, idx, (a.size, k)).reshape(logp.shape),)
+
+    return _result(out, (logp,), backward)
+
+
+def _categorical_entropy(logp: Tensor) -> Tensor:
+    r"""The categorical entropy :math:`H = -\sum_k \pi_k \log \pi_k` over the last axis of
+    log-probabilities, one graph node:
+
+    .. math:: \frac{\partial H}{\partial \log \pi_k} = -\pi_k (1 + \log \pi_k)
+
+    computed as the composite ``-(logp.exp() * logp).sum(-1)`` computes it: its local
+    derivatives, summed in the order the graph walk would (the product's term, then the
+    exponential's), so the gradient is bitwise the composite's as long as nothing created
+    after the entropy uses ``logp`` (an agent's ``log_prob`` before ``entropy``, as usual).
+    """
+    lp = logp.data
+    p = np.exp(lp)
+    axis = (lp.ndim - 1,)
+    out = -np.asarray(np.add.reduce(p * lp, axis=axis))
+
+    def backward(node, g, cg):
+        l, q = (logp, logp.exp()) if cg else (lp, p)
+        gb = _broadcast_to(_expand_dims(-g, axis), lp.shape)
+        return (_sum_to(gb * q, lp.shape) + _sum_to(gb * l, lp.shape) * q,)
+
+    return _result(np.asarray(out), (logp,), backward)
 
 
 class Normal(Distribution):
@@ -201,7 +255,11 @@ class Normal(Distribution):
 
     def sample(self, rng: np.random.Generator) -> np.ndarray:
         noise = rng.standard_normal(self.mean.shape).astype(self.mean.dtype, copy=False)
-        return self.mean.data + np.broadcast_to(self.std.data, self.mean.shape) * noise
+        actions = self.mean.data + self.std.data * noise
+        if actions.shape != self.mean.shape:  # a log-std with more rows than the mean
+            raise ValueError(f"log_std of shape {self.std.shape} does not broadcast to the "
+                             f"mean's shape {self.mean.shape}")
+        return actions
 
     def mode(self) -> np.ndarray:
         return self.mean.data.copy()
@@ -214,16 +272,12 @@ class Normal(Distribution):
 
     def _log_prob(self, x: Any) -> Tensor:
         """log N(x) for ``x`` of the mean's shape, an array or a Tensor whose graph is kept."""
-        z = (x - self.mean) / self.std
-        return -((z * z) * 0.5 + self.log_std + 0.5 * _LOG_2PI).sum(axis=-1)
+        return _gaussian_log_prob(_as_tensor(x), self.mean, self.log_std, self.std)
 
     def entropy(self) -> Tensor:
-        per_dim = self.log_std + (0.5 + 0.5 * _LOG_2PI)
-        total = per_dim.sum(axis=-1)
-        if self.log_std.ndim == 1 and self.batch_shape:
-            # state-independent log-std: the same entropy for every batch element
-            return total * np.ones(self.batch_shape, dtype=self.mean.dtype)
-        return total
+        # state-independent log-std: the same entropy for every batch element
+        batch = self.batch_shape if self.log_std.ndim == 1 and self.batch_shape else None
+        return _gaussian_entropy(self.log_std, batch, self.mean.dtype)
 
     def kl(self, other: Distribution) -> Tensor:
         """KL(self || other) = sum_i log(s2/s1) + (s1^2 + (m1 - m2)^2) / (2 s2^2) - 1/2."""
@@ -238,6 +292,84 @@ class Normal(Distribution):
     def detach(self) -> Normal:
         # log_std is already clamped; clamping the copy again changes nothing
         return Normal(_frozen_copy(self.mean), _frozen_copy(self.log_std))
+
+
+def _gaussian_log_prob(x: Tensor, mean: Tensor, log_std: Tensor, std: Tensor) -> Tensor:
+    r"""The diagonal Gaussian's log-density summed over the last axis, one graph node.
+
+    .. math:: z = (x - \mu) / \sigma, \qquad
+              \log \pi = -\textstyle\sum_i \big[\tfrac12 z_i^2 + \log \sigma_i
+              + \tfrac12 \log 2\pi\big], \qquad
+              \frac{\partial \log \pi}{\partial \mu_i} = \frac{z_i}{\sigma_i}
+              = -\frac{\partial \log \pi}{\partial x_i}, \quad
+              \frac{\partial \log \pi}{\partial \sigma_i} = \frac{z_i^2}{\sigma_i}, \quad
+              \frac{\partial \log \pi}{\partial \log \sigma_i} \Big|_\sigma = -1
+
+    ``std`` is ``exp(log_std)``, a node of its own: the gradient reaches ``log_std`` directly
+    (the -1) and through ``std`` (:math:`z^2/\sigma \cdot \sigma`). The value and the
+    gradients are computed by the very expressions, in the very order, of the composite
+    ``-((z * z) * 0.5 + log_std + log(2 pi) / 2).sum(-1)`` with ``z = (x - mean) / std``
+    written in Tensor ops, so they are bitwise the composite's; one node instead of nine
+    saves the graph's per-node cost, which for a batch of 64 exceeds the arithmetic. With
+    ``create_graph`` the same formulas run on Tensors (``z`` recomputed on the graph).
+    """
+    xd, m, ls, s = x.data, mean.data, log_std.data, std.data
+    d = xd - m  # the composite's x + (-mu): bitwise the same for numbers
+    z = d / s
+    zz = z * z
+    half = _python_scalar(0.5, zz.dtype)
+    t = zz * half + ls
+    t += _python_scalar(0.5 * _LOG_2PI, t.dtype)
+    axis = (t.ndim - 1,)
+    out = -np.add.reduce(t, axis=axis)
+    if not is_grad_enabled():
+        return _leaf(np.asarray(out))
+    need_d = x.requires_grad or mean.requires_grad
+
+    def backward(node, g, cg):
+        if cg:
+            dv = x - mean
+            sv = std
+            zv = dv / sv
+        else:
+            dv, zv, sv = d, z, s
+        gt = _broadcast_to(_expand_dims(-g, axis), t.shape)  # through -sum(...)
+        g_ls = _sum_to(gt, ls.shape) if log_std.requires_grad else None
+        gzz = _sum_to(gt * half, zz.shape)
+        gz = gzz * zv + gzz * zv  # z * z: one term per factor
+        gx = gm = gs = None
+        if need_d:
+            gd = _sum_to(gz / sv, d.shape)
+            gx = _sum_to(gd, xd.shape) if x.requires_grad else None
+            gm = -_sum_to(gd, m.shape) if mean.requires_grad else None
+        if std.requires_grad:
+            gs = _sum_to(-gz * dv / (sv * sv), s.shape)
+        return gx, gm, g_ls, gs
+
+    return _result(np.asarray(out), (x, mean, log_std, std), backward)
+
+
+def _gaussian_entropy(log_std: Tensor, batch: tuple[int, ...] | None, dtype: Any) -> Tensor:
+    r"""The diagonal Gaussian's entropy :math:`H = \sum_i (\tfrac12 + \tfrac12 \log 2\pi
+    + \log \sigma_i)`, :math:`\partial H / \partial \log \sigma_i = 1`, one graph node.
+
+    With ``batch`` (a state-independent ``log_std`` of shape ``(A,)``), the same value for
+    each of the batch's elements, in ``dtype``, as ``H * ones(batch)``. Bitwise the composite
+    ``(log_std + c).sum(-1) * ones(batch)``, as :func:`_gaussian_log_prob` is.
+    """
+    ls = log_std.data
+    per_dim = ls + _python_scalar(0.5 + 0.5 * _LOG_2PI, ls.dtype)
+    axis = (per_dim.ndim - 1,)
+    total = np.asarray(np.add.reduce(per_dim, axis=axis))
+    ones = None if batch is None else np.ones(batch, dtype=dtype)
+    out = total if ones is None else total * ones
+
+    def backward(node, g, cg):
+        if ones is not None:
+            g = _sum_to(g * ones, total.shape)
+        return (_sum_to(_broadcast_to(_expand_dims(g, axis), per_dim.shape), ls.shape),)
+
+    return _result(np.asarray(out), (log_std,), backward)
 
 
 class TanhNormal(Distribution):

@@ -8,7 +8,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .tensor import Tensor, linear
+from .tensor import (
+    Tensor,
+    _leaf,
+    _linear_grads,
+    _result,
+    _tanh_grad,
+    is_grad_enabled,
+    linear,
+)
 
 __all__ = [
     "Parameter",
@@ -305,3 +313,163 @@ class MLP(Sequential):
                 layers.append(act)
         super().__init__(*layers)
         self.sizes = sizes
+
+    def forward(self, x: Any) -> Any:
+        """The layers in turn, as one graph node (see :func:`_layer_stack`) when they are plain
+        ``Linear`` layers with ``Tanh``, ``ReLU`` or ``Identity`` between them; otherwise (a
+        layer replaced by another kind of module) one module after another, as Sequential."""
+        layers = self._fusable_layers()
+        if layers is None:
+            return super().forward(x)
+        return _layer_stack(x, layers)
+
+    def _fusable_layers(self) -> list[list[Any]] | None:
+        """``[weight, bias, activation name or None]`` per Linear, or None if not fusable."""
+        layers: list[list[Any]] = []
+        for m in self._modules.values():
+            kind = type(m)
+            if kind is Linear:
+                bias = None if m.bias is None else _as_tensor(m.bias)
+                layers.append([_as_tensor(m.weight), bias, None])
+            elif kind is Identity:
+                continue
+            elif kind in _FUSED_ACTIVATIONS and layers and layers[-1][2] is None:
+                layers[-1][2] = _FUSED_ACTIVATIONS[kind]
+            else:
+                return None
+        return layers or None
+
+
+_FUSED_ACTIVATIONS: dict[type, str] = {Tanh: "tanh", ReLU: "relu"}
+
+
+def _layer_stack(x: Any, layers: list[list[Any]]) -> Tensor:
+    r"""Dense layers with activations, ``h_0 = x``, ``h_k = phi_k(h_{k-1} W_k^T + b_k)``, fused
+    into one graph node whose backward runs the layers' own local derivatives in reverse:
+
+    .. math:: G_k = \frac{\partial L}{\partial h_k} \odot \phi_k'
+              \big(\tanh' = 1 - h_k^2,\ \mathrm{relu}' = [h_k > 0]\big), \quad
+              \frac{\partial L}{\partial W_k} = G_k^T h_{k-1}, \quad
+              \frac{\partial L}{\partial b_k} = \textstyle\sum_{batch} G_k, \quad
+              \frac{\partial L}{\partial h_{k-1}} = G_k W_k
+
+    The values and gradients are bitwise those of the unfused ``linear`` and ``tanh``/``relu``
+    nodes (the same numpy expressions, in the same order); one node instead of one per layer
+    and activation saves the per-node bookkeeping of the graph, which for RL-sized networks
+    costs as much as the arithmetic. Under ``no_grad`` no Tensor is made until the output.
+    With ``create_graph`` the hidden activations are recomputed as Tensors and the same
+    formulas run on them, so the gradient is differentiable again (double backprop).
+    """
+    if not is_grad_enabled():  # inference: numpy only
+        h = x.data if isinstance(x, Tensor) else np.asarray(x)
+        for weight, bias, act in layers:
+            h = _affine(h, weight, bias)
+            if act == "tanh":
+                np.tanh(h, out=h)
+            elif act == "relu":
+                h = np.maximum(h, 0).astype(h.dtype, copy=False)
+        return _leaf(h)
+    x = x if isinstance(x, Tensor) else _leaf(np.asarray(x))
+    hs = [x.data]  # the input of each layer, then the output
+    for weight, bias, act in layers:
+        h = _affine(hs[-1], weight, bias)
+        if act == "tanh":
+            np.tanh(h, out=h)
+        elif act == "relu":
+            h = np.maximum(h, 0).astype(h.dtype, copy=False)
+        hs.append(h)
+    parents = (x, *(p for layer in layers for p in layer[:2] if p is not None))
+    # which layer inputs carry a gradient: x's, then those after a layer with a trainable part
+    carries = [x.requires_grad]
+    for weight, bias, _ in layers:
+        carries.append(carries[-1] or weight.requires_grad
+                       or (bias is not None and bias.requires_grad))
+
+    def backward(node, g, cg):
+        values = _recompute(x, layers) if cg else hs
+        grads: list[Any] = [None] * len(parents)  # x, W_1, b_1, W_2, ...
+        i = len(parents)
+        for k in range(len(layers) - 1, -1, -1):
+            weight, bias, act = layers[k]
+            if act == "tanh":
+                g = _tanh_grad(g, values[k + 1], cg)
+            elif act == "relu":
+                g = g * (values[k + 1].data > 0 if cg else values[k + 1] > 0)
+            need_b = bias is not None and bias.requires_grad
+            g, gw, gb = _linear_grads(g, values[k], weight if cg else weight.data,
+                                      carries[k], weight.requires_grad, need_b, cg)
+            if bias is not None:
+                i -= 1
+                grads[i] = gb
+            i -= 1
+            grads[i] = gw
+            if g is None:  # nothing below this layer needs a gradient
+                break
+        grads[0] = g
+        return grads
+
+    backward.stack = (layers, hs)  # what _layer_stack_tangent reads (forward mode)
+    return _result(hs[-1], parents, backward)
+
+
+def _layer_stack_tangent(node: Tensor, dots: list[np.ndarray | None]) -> np.ndarray:
+    r"""Forward mode through a fused layer stack: the tangent of its output from the tangents
+    ``dots`` of its inputs (x, W_1, b_1, ...; None for an input that does not move),
+
+    .. math:: h_k' = \phi_k'(h_k) \odot (h_{k-1}' W_k^T + h_{k-1} W_k'^T + b_k')
+
+    with the stack's own activations (for directional derivatives, Fisher-vector products by
+    forward mode). Writes into no given tangent.
+    """
+    layers, hs = node._backward.stack
+    dh, i = dots[0], 1
+    for k, (weight, bias, act) in enumerate(layers):
+        dw = dots[i]
+        db = dots[i + 1] if bias is not None else None
+        i += 1 if bias is None else 2
+        h = hs[k]
+        out = None
+        if dh is not None:
+            out = np.dot(dh, weight.data.T) if dh.ndim <= 2 else dh @ weight.data.T
+        if dw is not None:
+            term = np.dot(h, dw.T) if h.ndim <= 2 else h @ dw.T
+            out = term if out is None else np.add(out, term, out=out)
+        if db is not None:
+            out = np.broadcast_to(db, hs[k + 1].shape) if out is None else out + db
+        if out is not None and act == "tanh":
+            out = _tanh_grad(out, hs[k + 1], False)  # writes into a temporary, not into out
+        elif out is not None and act == "relu":
+            out = out * (hs[k + 1] > 0)
+        dh = out
+    return np.zeros_like(node.data) if dh is None else dh
+
+
+def _affine(h: np.ndarray, weight: Tensor, bias: Tensor | None) -> np.ndarray:
+    """``h W^T + b`` as :func:`rlgrad.tensor.linear` computes it, with its shape check."""
+    w = weight.data
+    if w.ndim != 2 or h.ndim == 0 or h.shape[-1] != w.shape[1]:
+        raise ValueError(
+            f"linear: input of shape {h.shape} does not fit a weight of shape {w.shape} "
+            f"(expected input (..., {w.shape[-1]}))"
+        )
+    out = np.dot(h, w.T) if h.ndim <= 2 else h @ w.T  # bitwise the same product
+    if bias is not None:
+        out += bias.data
+    return out
+
+
+def _as_tensor(p: Any) -> Tensor:
+    return p if isinstance(p, Tensor) else _leaf(np.asarray(p))
+
+
+def _recompute(x: Tensor, layers: list[list[Any]]) -> list[Tensor]:
+    """The layer inputs and output as Tensors on the graph (for double backprop)."""
+    values = [x]
+    for weight, bias, act in layers:
+        h = linear(values[-1], weight, bias)
+        if act == "tanh":
+            h = h.tanh()
+        elif act == "relu":
+            h = h.relu()
+        values.append(h)
+    return values

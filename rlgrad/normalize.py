@@ -14,6 +14,7 @@ would poison the statistics, and through them every later observation or reward.
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -66,7 +67,14 @@ class RunningMeanStd:
 
     def update(self, x: Any) -> None:
         """Merge a batch ``x`` of shape ``(B, *shape)``; an empty batch changes nothing."""
-        x = _check_array("x", x, (None, *self.shape))
+        self._update_checked(_check_array("x", x, (None, *self.shape)))
+
+    def _update_checked(self, x: np.ndarray) -> None:
+        """:meth:`update` for a real, finite array of shape ``(B, *shape)`` (checked by the
+        caller)."""
+        if x.shape[0] == 1:
+            self._update_one(x[0])
+            return
         if x.shape[0] == 0:
             return
         with np.errstate(over="ignore", invalid="ignore"):
@@ -100,6 +108,47 @@ class RunningMeanStd:
                 "scale the data down"
             )
         self.mean, self.var, self.count = mean, var, total
+
+    def _update_one(self, row: Any) -> None:
+        r"""The merge of a batch of one finite row (one step of one environment), fast.
+
+        :meth:`update_from_moments` with :math:`\mu_B` the row, :math:`\sigma_B^2 = 0`,
+        :math:`n_B = 1`: the same expressions on the same values, minus the term
+        :math:`\sigma_B^2 n_B = 0`, whose addition changes no bit of the non-negative sum it
+        joins, and minus the checks of moments known to be right. (``np.mean`` of one row
+        turns a -0.0 into +0.0; no result below depends on the sign of a zero ``delta``.)
+        """
+        if not self.shape:  # a scalar stream (the returns of one environment): Python floats
+            self._update_scalar(float(row))
+            return
+        delta = row.astype(np.float64) - self.mean
+        total = self.count + 1.0
+        # no errstate (it costs as much as the arithmetic): any overflow or invalid operation
+        # here ends in a non-finite statistic, so numpy warns only on the way to the error
+        mean = self.mean + delta * (1.0 / total)
+        var = (self.var * self.count + np.square(delta) * (self.count * 1.0 / total)) / total
+        if not np.isfinite(np.add.reduce(mean, axis=None) + np.add.reduce(var, axis=None)) \
+                and not (np.isfinite(mean).all() and np.isfinite(var).all()):
+            raise ValueError(
+                f"RunningMeanStd: the statistics overflow float64 (batch values of magnitude "
+                f"up to about {np.abs(row).max():.3g}); scale the data down"
+            )
+        self.mean, self.var, self.count = mean, var, total
+
+    def _update_scalar(self, x: float) -> None:
+        """:meth:`_update_one` for ``shape == ()`` in Python floats: the same IEEE double
+        operations as numpy's, without its per-call cost; the state stays numpy float64."""
+        mean, var, count = float(self.mean), float(self.var), self.count
+        delta = x - mean
+        total = count + 1.0
+        mean = mean + delta * (1.0 / total)
+        var = (var * count + delta * delta * (count * 1.0 / total)) / total
+        if not (math.isfinite(mean) and math.isfinite(var)):
+            raise ValueError(
+                f"RunningMeanStd: the statistics overflow float64 (batch values of magnitude "
+                f"up to about {abs(x):.3g}); scale the data down"
+            )
+        self.mean, self.var, self.count = np.float64(mean), np.float64(var), total
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """``mean``, ``var`` (of ``shape``) and ``count`` (0-d), float64 copies."""
@@ -152,7 +201,7 @@ class ObservationNormalizer:
         """Standardise observations ``(B, *shape)`` (or one of ``shape``), updating first."""
         obs = self._check_obs(obs)
         if update and self.training:
-            self.obs_rms.update(obs.reshape((-1, *self.shape)))
+            self.obs_rms._update_checked(obs.reshape((-1, *self.shape)))
         return self._standardise(obs)
 
     def normalize(self, obs: Any) -> np.ndarray:
@@ -179,7 +228,11 @@ class ObservationNormalizer:
 
     def _standardise(self, obs: np.ndarray) -> np.ndarray:
         z = (obs - self.obs_rms.mean) / np.sqrt(self.obs_rms.var + self.epsilon)
-        return np.clip(z, -self.clip, self.clip).astype(np.float32)
+        # np.clip, written as maximum then minimum: the same values for bounds other than 0
+        # (clip > 0), and faster on a single observation
+        np.maximum(z, -self.clip, out=z)
+        np.minimum(z, self.clip, out=z)
+        return z.astype(np.float32)
 
 
 class RewardScaler:
@@ -241,12 +294,33 @@ class RewardScaler:
         terminated = _check_flags("terminated", terminated, n)
         truncated = _check_flags("truncated", truncated, n)
         valid = np.ones(n, bool) if valid is None else _check_flags("valid", valid, n)
+        if n == 1:
+            return self._step_one(rewards, terminated, truncated, valid, update)
         if update and self.training:
             returns = np.where(valid, self.gamma * self.returns + rewards, self.returns)
             # refuses returns whose statistics overflow (long before R itself could)
             self.ret_rms.update(returns[valid])
             self.returns = np.where(valid & (terminated | truncated), 0.0, returns)
         return np.where(valid, self._scale(rewards), 0.0)
+
+    def _step_one(self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray,
+                  valid: np.ndarray, update: bool) -> np.ndarray:
+        """:meth:`__call__` for one environment (checked arrays of shape ``(1,)``), in Python
+        floats: the same IEEE double operations in the same order, so the same bits."""
+        r, ok = float(rewards[0]), bool(valid[0])
+        if update and self.training:
+            if ok:
+                ret = self.gamma * float(self.returns[0]) + r
+                self.ret_rms._update_scalar(ret)  # raises before anything else changes
+                self.returns = np.array([0.0 if terminated[0] or truncated[0] else ret])
+            else:
+                self.returns = self.returns.copy()
+        if not ok:
+            return np.zeros(1)
+        denom = float(self.ret_rms.var) + self.epsilon
+        if denom == 0.0:  # no variance and no epsilon: numpy's inf, nan and warning
+            return self._scale(rewards)
+        return np.array([min(max(r / math.sqrt(denom), -self.clip), self.clip)])
 
     def normalize(self, rewards: Any) -> np.ndarray:
         """Scale rewards without touching the running returns or the statistics."""
@@ -304,17 +378,26 @@ def _check_real_number(name: str, value: Any, low: float, high: float = np.inf,
 def _check_array(name: str, x: Any, shape: tuple[int | None, ...]) -> np.ndarray:
     """A real, finite array of ``shape`` (``None`` matches any length)."""
     x = np.asarray(x)
-    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer)
-                                   or np.issubdtype(x.dtype, np.floating)):
+    kind = x.dtype.kind
+    if kind not in "iuf":  # bool, complex, object, strings, ...
         raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
-    if x.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, x.shape)):
+    if x.ndim != len(shape) or not _fits(x.shape, shape):
         want = "(" + ", ".join("B" if s is None else str(s) for s in shape) + \
             ("," if len(shape) == 1 else "") + ")"
         raise ValueError(f"{name} has shape {x.shape}, expected {want}")
-    if not np.isfinite(x).all():
+    # the sum of squares (one BLAS call, no warning) is finite iff every entry is, barring an
+    # overflow of the sum, which the full scan then clears
+    if kind == "f" and not np.isfinite(np.vdot(x, x)) and not np.isfinite(x).all():
         idx = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
         raise ValueError(f"{name} must be finite, got {x[idx]} at index {list(idx)}")
     return x
+
+
+def _fits(actual: tuple[int, ...], shape: tuple[int | None, ...]) -> bool:
+    for s, d in zip(shape, actual):
+        if s is not None and s != d:
+            return False
+    return True
 
 
 def _check_flags(name: str, x: Any, n: int) -> np.ndarray:

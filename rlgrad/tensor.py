@@ -20,6 +20,7 @@ the output Tensor that holds it.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -45,6 +46,11 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 # grad mode
 # --------------------------------------------------------------------------------------------
+
+try:
+    from numpy._core.umath import clip as _clip_ufunc
+except ImportError:  # another numpy layout: the public function, a little slower
+    _clip_ufunc = np.clip
 
 _grad_enabled = True
 _counter = itertools.count()  # creation order of graph nodes, a topological order
@@ -211,7 +217,7 @@ class Tensor:
                     f"backward() without a gradient needs a one-element output, got shape "
                     f"{self.shape}; pass gradient= of that shape"
                 )
-            seed = np.ones_like(self.data)
+            seed = np.ones(self.data.shape, self.data.dtype)  # np.ones_like, without its dispatch
         else:
             seed = np.asarray(gradient.data if isinstance(gradient, Tensor) else gradient)
             if seed.shape != self.shape:
@@ -266,7 +272,9 @@ class Tensor:
         return _result(-a.data, (a,), backward)
 
     def __sub__(self, other: Any) -> Tensor:
-        return self + (-_lift(other, self))
+        b = _lift(other, self)
+        # -b of a constant (no gradient to carry) is plain numpy: one graph node fewer
+        return self + (-b if b.requires_grad else _leaf(np.asarray(-b.data)))
 
     def __rsub__(self, other: Any) -> Tensor:
         return _lift(other, self) + (-self)
@@ -302,7 +310,9 @@ class Tensor:
 
     def __pow__(self, exponent: Any) -> Tensor:
         a = self
-        if isinstance(exponent, numbers.Real) and not isinstance(exponent, bool):
+        kind = type(exponent)
+        if kind is int or kind is float or (isinstance(exponent, numbers.Real)
+                                             and kind is not bool):
             p = exponent
             out = a.data**p
 
@@ -410,7 +420,7 @@ class Tensor:
         """Mean over ``axis``: (sum x) / n, n the number of elements reduced; d/dx_i = 1/n."""
         a = self
         axis = _check_axis(axis, a.ndim)
-        n = a.data.size if axis is None else int(np.prod([a.shape[i] for i in axis]))
+        n = a.data.size if axis is None else math.prod([a.data.shape[i] for i in axis])
         out = np.add.reduce(a.data, axis=axis, keepdims=keepdims) / n
 
         def backward(node, g, cg):
@@ -471,13 +481,7 @@ class Tensor:
             return _leaf(out)
 
         def backward(node, g, cg):
-            # d tanh x / dx = 1 - tanh^2 x
-            if cg or node.data.ndim == 0:
-                y = node if cg else node.data
-                return (g * (1 - y * y),)
-            d = node.data * node.data
-            np.subtract(1, d, out=d)
-            return (_mul_into(g, d),)
+            return (_tanh_grad(g, node if cg else node.data, cg),)
 
         return _result(out, (a,), backward)
 
@@ -532,14 +536,20 @@ class Tensor:
         if lo is None and hi is None:
             raise ValueError("clip needs at least one of lo and hi")
         a = self
-        out = np.clip(a.data, lo, hi)
-        mask = np.ones(a.shape, dtype=bool)
-        if lo is not None:
-            mask &= a.data >= lo
-        if hi is not None:
-            mask &= a.data <= hi
+        if lo is not None and hi is not None and a.data.dtype.kind == "f":
+            out = _clip_ufunc(a.data, lo, hi)  # what np.clip calls, without its wrapper
+        else:
+            out = np.clip(a.data, lo, hi)
 
         def backward(node, g, cg):
+            x = a.data
+            if lo is None:
+                mask = x <= hi
+            elif hi is None:
+                mask = x >= lo
+            else:
+                mask = x >= lo
+                mask &= x <= hi
             return (g * mask,)
 
         return _result(out.astype(a.data.dtype, copy=False), (a,), backward)
@@ -687,15 +697,21 @@ def _lift(x: Any, like: Tensor) -> Tensor:
     """
     if isinstance(x, Tensor):
         return x
+    if type(x) is np.ndarray:
+        return _leaf(x)
     if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
-        dt = like.data.dtype
-        if np.issubdtype(dt, np.floating) or (isinstance(x, numbers.Integral)
-                                              and np.issubdtype(dt, np.integer)):
-            return _leaf(np.asarray(x, dtype=dt))
-        return _leaf(np.asarray(x))
+        return _leaf(_python_scalar(x, like.data.dtype))
     if isinstance(x, (np.ndarray, np.generic, list, tuple)):
         return _leaf(np.asarray(x))
     raise TypeError(f"unsupported operand type {type(x).__name__!r} for a Tensor operation")
+
+
+def _python_scalar(x: bool | int | float, dtype: np.dtype) -> np.ndarray:
+    """A Python number as a 0-d array next to an array of ``dtype``: in that dtype when it is
+    floating (or both are integers), else numpy's own type for the number."""
+    if dtype.kind == "f" or (dtype.kind in "iu" and isinstance(x, numbers.Integral)):
+        return np.asarray(x, dtype=dtype)
+    return np.asarray(x)
 
 
 def _data(x: Any) -> Any:
@@ -745,13 +761,18 @@ def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
     if isinstance(g, Tensor):
         return g._sum_to(shape)
     lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
-    )
-    out = g.sum(axis=axes, keepdims=True) if axes else g
+    stretched = tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    if not stretched and shape:  # only leading axes added (a bias over a batch): one reduce
+        return np.add.reduce(g, axis=tuple(range(lead)))
+    out = np.add.reduce(g, axis=tuple(range(lead)) + stretched, keepdims=True)
     if lead:
         out = out.reshape(out.shape[lead:])
     return out.reshape(shape)
+
+
+# below this many elements a broadcast gradient is copied out: np.broadcast_to's view costs
+# 2 us of Python, a small copy a fraction of that (the values are the same)
+_SMALL = 4096
 
 
 def _broadcast_to(g: Any, shape: tuple[int, ...]) -> Any:
@@ -759,13 +780,20 @@ def _broadcast_to(g: Any, shape: tuple[int, ...]) -> Any:
         return g
     if isinstance(g, Tensor):
         return g._broadcast_to(shape)
+    if math.prod(shape) <= _SMALL:
+        out = np.empty(shape, dtype=g.dtype)
+        out[...] = g
+        return out
     return np.broadcast_to(g, shape)
 
 
 def _expand_dims(g: Any, axis: Any) -> Any:
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    shape = np.expand_dims(np.empty(g.shape, dtype=bool), axes).shape
-    return g.reshape(shape)
+    """``g`` reshaped with a new axis of length 1 at each of ``axis`` (as np.expand_dims)."""
+    axes = (axis,) if isinstance(axis, int) else axis
+    ndim = g.ndim + len(axes)
+    new = {a % ndim for a in axes}
+    dims = iter(g.shape)
+    return g.reshape(tuple(1 if i in new else next(dims) for i in range(ndim)))
 
 
 def _swap_last(x: Any) -> Any:
@@ -924,7 +952,7 @@ def linear(x: Tensor | np.ndarray, weight: Tensor, bias: Tensor | None = None) -
             f"linear: input of shape {xd.shape} does not fit a weight of shape {wd.shape} "
             f"(expected input (..., {wd.shape[-1]}))"
         )
-    out = xd @ wd.T
+    out = np.dot(xd, wd.T) if xd.ndim <= 2 else xd @ wd.T  # the same product (see below)
     if bias is not None:
         out += bias.data
     if not _grad_enabled:  # inference (a rollout step): no graph, so no closure to build
@@ -933,30 +961,64 @@ def linear(x: Tensor | np.ndarray, weight: Tensor, bias: Tensor | None = None) -
 
     def backward(node, g, cg):
         xv, w = (x, weight) if cg else (xd, wd)
-        gx = None
-        if x.requires_grad:
-            # one output (a value head): G W is an outer product, which a broadcast multiply
-            # does three times faster than a matrix product with an inner dimension of 1
-            gx = g * w[0] if wd.shape[0] == 1 else g @ w
-        g2 = g if g.ndim == 2 else g.reshape(-1, wd.shape[0])
-        gw = None
-        if weight.requires_grad:
-            x2 = xv if xv.ndim == 2 else xv.reshape(-1, wd.shape[1])
-            # np.matmul takes a slow path for a transposed single row (6 us against np.dot's
-            # 1 us); np.dot is the same product for 2-D arrays
-            gw = np.dot(g2.T, x2) if not cg and g2.shape[0] < 64 else g2.T @ x2
-        if bias is None:
-            return gx, gw
-        if not bias.requires_grad:
-            return gx, gw, None
-        if cg:
-            return gx, gw, g2.sum(axis=0)
-        if g2.shape[0] < 64:
-            return gx, gw, np.add.reduce(g2, axis=0)
-        # a matrix-vector product sums the rows several times faster than sum(axis=0)
-        return gx, gw, np.ones(g2.shape[0], dtype=g2.dtype) @ g2
+        grads = _linear_grads(g, xv, w, x.requires_grad, weight.requires_grad,
+                              bias is not None and bias.requires_grad, cg)
+        return grads if bias is not None else grads[:2]
 
     return _result(out, parents, backward)
+
+
+def _linear_grads(g: Any, x: Any, w: Any, need_x: bool, need_w: bool, need_b: bool,
+                  cg: bool) -> tuple[Any, Any, Any]:
+    """``(G W, G^T x, sum_batch G)``, the local derivatives of ``y = x W^T + b`` (None where not
+    needed), on arrays or, with ``cg``, on Tensors. Shared by :func:`linear` and the fused
+    layer stacks of ``rlgrad.nn``, so both compute bitwise the same gradients."""
+    # np.dot is np.matmul for 1-D and 2-D arrays, bitwise (both call the same BLAS routine),
+    # with less overhead per call; N-D arrays and Tensors take matmul
+    gx = gw = gb = None
+    if need_x:
+        # one output (a value head): G W is an outer product, which a broadcast multiply
+        # does three times faster than a matrix product with an inner dimension of 1
+        if w.shape[0] == 1:
+            gx = g * w[0]
+        else:
+            gx = g @ w if cg or g.ndim > 2 else np.dot(g, w)
+    g2 = g if g.ndim == 2 else g.reshape(-1, w.shape[0])
+    if need_w:
+        x2 = x if x.ndim == 2 else x.reshape(-1, w.shape[1])
+        gw = g2.T @ x2 if cg else np.dot(g2.T, x2)
+    if need_b:
+        if cg:
+            gb = g2.sum(axis=0)
+        elif g2.shape[0] < 64:
+            gb = np.add.reduce(g2, axis=0)
+        else:
+            # a matrix-vector product sums the rows several times faster than sum(axis=0)
+            gb = np.dot(_ones(g2.shape[0], g2.dtype), g2)
+    return gx, gw, gb
+
+
+_ones_cache: dict[np.dtype, np.ndarray] = {}
+
+
+def _ones(n: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only vector of n ones, kept for the next call of the same size (a batch)."""
+    ones = _ones_cache.get(dtype)
+    if ones is None or ones.shape[0] != n:
+        ones = np.ones(n, dtype=dtype)
+        ones.flags.writeable = False
+        _ones_cache[dtype] = ones
+    return ones
+
+
+def _tanh_grad(g: Any, y: Any, cg: bool) -> Any:
+    """``g (1 - y^2)``: the local derivative of ``y = tanh x``, from its output ``y`` (an array,
+    or a Tensor with ``cg``). Shared by :meth:`Tensor.tanh` and the fused layer stacks."""
+    if cg or y.ndim == 0:
+        return g * (1 - y * y)
+    d = y * y
+    np.subtract(1, d, out=d)
+    return _mul_into(g, d)
 
 
 def _as_tensor(x: Any) -> Tensor:

@@ -18,6 +18,7 @@ def test_engine_benchmark_runs_all_three_implementations():
     assert [r["batch"] for r in rows] == [1, 8]
     for r in rows:
         assert all(r[k] > 0 and np.isfinite(r[k]) for k in ("rlgrad", "torch", "numpy"))
+        assert all(r[k + "_cpu"] >= 0 for k in ("rlgrad", "torch", "numpy"))
 
 
 def test_the_three_implementations_compute_the_same_update():
@@ -50,6 +51,39 @@ def test_the_three_implementations_compute_the_same_update():
     topt.step()
     for p, tp in zip(model.parameters(), tmodel.parameters()):
         np.testing.assert_allclose(p.data, tp.detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_ppo_update_benchmark_runs_every_implementation():
+    rows = bench_engine.bench_ppo(repeats=2, warmup=1)
+    assert [r["policy"] for r in rows] == list(bench_engine.PPO_POLICIES)
+    names = ["rlgrad", "torch"] + (["jax"] if bench_engine.jax_available() else [])
+    for r in rows:
+        assert all(r[k] > 0 and np.isfinite(r[k]) for k in names)
+        assert all(r[k + "_cpu"] >= 0 and np.isfinite(r[k + "_cpu"]) for k in names)
+        assert (r["jax"] is None) == (not bench_engine.jax_available())
+    (row,) = bench_engine.bench_ppo(repeats=1, use_jax=False, policies=[rows[0]["policy"]],
+                                    warmup=0)
+    assert row["jax"] is None and row["rlgrad"] > 0
+
+
+@pytest.mark.parametrize("policy", list(bench_engine.PPO_POLICIES))
+def test_the_ppo_implementations_compute_the_same_update(policy):
+    # like with like: three updates from the same weights on the same mini-batch
+    batch = bench_engine.make_ppo_batch(policy, np.random.default_rng(3))
+    start = np.concatenate([w.ravel() for ws in bench_engine.ppo_weights(policy, 0).values()
+                            for w in ws])
+    makers = [bench_engine.rlgrad_ppo_update, bench_engine.torch_ppo_update]
+    if bench_engine.jax_available():
+        makers.append(bench_engine.jax_ppo_update)
+    finals = []
+    for make in makers:
+        update, params = make(policy)
+        for _ in range(3):
+            update(batch)
+        finals.append(np.concatenate([np.asarray(p).ravel() for p in params()]))
+    assert np.abs(finals[1] - start).max() > 5e-4  # Adam moved every weight by about 3 lr
+    for other in finals[::2]:
+        np.testing.assert_allclose(other, finals[1], rtol=0, atol=1e-6)
 
 
 def test_learning_benchmark_reports_a_seed():

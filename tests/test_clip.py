@@ -136,3 +136,36 @@ def test_scalar_grad_of_a_0d_parameter():
     p.grad = np.float64(3.0)
     clip_grad_value_([p], 0.5)
     assert p.grad == 0.5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("max_norm", [0.5, 1e6])
+def test_two_norm_fast_path_is_bitwise_numpys_norm_of_norms(dtype, max_norm):
+    """The 2-norm path (one square root for all parameters) gives the very bits of
+    np.linalg.norm of the per-parameter np.linalg.norm values, and scales as before."""
+    rng = np.random.default_rng(7)
+    shapes = [(64, 11), (64,), (), (3, 64), (1,), (0,)]
+    grads = [np.asarray(rng.normal(size=s) * 10 ** rng.uniform(-3, 3), dtype=dtype)
+             for s in shapes]
+    params = [rlgrad.tensor(np.zeros(s, dtype), requires_grad=True) for s in shapes]
+    for p, g in zip(params, grads):
+        p.grad = g[()] if g.ndim == 0 else g.copy()  # a 0-d parameter's grad: a numpy scalar
+    norms = [np.linalg.norm(np.reshape(g, -1)) for g in grads if g.size]
+    want = float(np.linalg.norm(np.array(norms)))
+    got = clip_grad_norm_(params, max_norm)
+    assert got == want
+    coef = max_norm / (want + 1e-6)
+    for p, g in zip(params, grads):
+        expected = g * coef if coef < 1 else g
+        assert np.asarray(p.grad).dtype == dtype
+        np.testing.assert_array_equal(p.grad, expected)
+
+
+def test_two_norm_of_mixed_dtypes_takes_numpys_norms():
+    rng = np.random.default_rng(8)
+    grads = [rng.normal(size=5).astype(np.float32), rng.normal(size=(2, 3))]
+    params = [rlgrad.tensor(np.zeros_like(g), requires_grad=True) for g in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.copy()
+    want = float(np.linalg.norm(np.array([np.linalg.norm(g.ravel()) for g in grads])))
+    assert clip_grad_norm_(params, 1e6) == want

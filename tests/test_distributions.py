@@ -178,6 +178,156 @@ def test_normal_shape_errors():
         Normal(np.zeros((3, 2)), np.zeros(2)).log_prob(np.zeros((3, 3)))
 
 
+# ---- Categorical: the fused pick and entropy nodes --------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch", [(5,), (64,), (3, 4)], ids=str)
+def test_fused_categorical_nodes_are_bitwise_the_composite_graph(batch, dtype):
+    rng = np.random.default_rng(43)
+    logits = rng.normal(size=(*batch, 4)).astype(dtype)
+    actions = rng.integers(0, 4, batch)
+    w = rng.normal(size=batch).astype(dtype)
+
+    def run(fused):
+        z = rlgrad.tensor(logits, requires_grad=True)
+        d = Categorical(z)
+        if fused:
+            lp, ent = d.log_prob(actions), d.entropy()
+            assert len(lp._parents) == len(ent._parents) == 1 and lp._parents[0] is d.logp
+        else:  # the composite, in the order agents use it: log-probabilities, then entropy
+            logp = d.logp
+            lp = logp.reshape(-1, 4)[np.arange(actions.size), actions.ravel()]
+            lp = lp.reshape(batch) if len(batch) != 1 else lp
+            ent = -(logp.exp() * logp).sum(axis=-1)
+        ((lp * w).sum() + (ent * w).sum() * 0.1).backward()
+        return lp.data, ent.data, z.grad
+
+    for got, want in zip(run(True), run(False)):
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_categorical_log_prob_and_entropy_match_central_differences():
+    rng = np.random.default_rng(44)
+    logits, actions = rng.normal(size=(6, 3)), rng.integers(0, 3, 6)
+    assert rlgrad.gradcheck(lambda z: Categorical(z).log_prob(actions), [logits])
+    assert rlgrad.gradcheck(lambda z: Categorical(z).entropy(), [logits])
+    assert rlgrad.gradcheck(lambda z: Categorical(z).log_prob(actions.reshape(2, 3)),
+                            [logits.reshape(2, 3, 3)])
+
+
+def test_categorical_double_backward_matches_torch():
+    rng = np.random.default_rng(45)
+    logits, actions, v = rng.normal(size=(5, 3)), rng.integers(0, 3, 5), rng.normal(size=(5, 3))
+    z = rlgrad.tensor(logits, requires_grad=True)
+    d = Categorical(z)
+    (hv,) = rlgrad.hvp((d.log_prob(actions) * 2.0).sum() + d.entropy().sum(), [z], [v])
+    zt = _t(logits)
+    dt = torch.distributions.Categorical(logits=zt)
+    (g,) = torch.autograd.grad((dt.log_prob(torch.tensor(actions)) * 2.0).sum()
+                               + dt.entropy().sum(), [zt], create_graph=True)
+    (thv,) = torch.autograd.grad((g * torch.tensor(v)).sum(), [zt])
+    np.testing.assert_allclose(hv, thv.numpy(), rtol=RTOL, atol=ATOL)
+
+
+# ---- Normal: the fused log-density and entropy nodes ----------------------------------------
+
+_LOG_2PI = float(np.log(2 * np.pi))
+
+
+def composite_normal(mean, log_std):
+    """Normal's log-std clamp and std, and its log-density and entropy written in Tensor ops:
+    the unfused graph the fused nodes replace."""
+    ls = log_std.clip(LOG_STD_MIN, LOG_STD_MAX)
+    std = ls.exp()
+
+    def log_prob(x):
+        z = (x - mean) / std
+        return -((z * z) * 0.5 + ls + 0.5 * _LOG_2PI).sum(axis=-1)
+
+    def entropy():
+        total = (ls + (0.5 + 0.5 * _LOG_2PI)).sum(axis=-1)
+        batch = mean.shape[:-1]
+        return total * np.ones(batch, dtype=mean.dtype) if ls.ndim == 1 and batch else total
+
+    return log_prob, entropy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shapes", [((3,), (3,)), ((64, 3), (3,)), ((5, 3), (5, 3)),
+                                    ((2, 4, 3), (3,)), ((3,), (5, 3))], ids=str)
+@pytest.mark.parametrize("x_is_tensor", [False, True])
+def test_fused_normal_nodes_are_bitwise_the_composite_graph(shapes, dtype, x_is_tensor):
+    mean_shape, std_shape = shapes
+    rng = np.random.default_rng(40)
+    mean = rng.normal(size=mean_shape).astype(dtype)
+    log_std = (rng.normal(size=std_shape) * 0.5).astype(dtype)
+    batch = np.broadcast_shapes(mean_shape, std_shape)
+    x = rng.normal(size=batch).astype(dtype)
+    w = rng.normal(size=batch[:-1]).astype(dtype)
+
+    def run(fused):
+        m = rlgrad.tensor(mean, requires_grad=True)
+        s = rlgrad.tensor(log_std, requires_grad=True)
+        xt = rlgrad.tensor(x, requires_grad=True) if x_is_tensor else x
+        if fused:
+            d = Normal(m, s)
+            lp, ent = d._log_prob(xt), d.entropy()
+            assert len(lp._parents) == 4 and len(ent._parents) == 1  # one node each
+        else:
+            log_prob, entropy = composite_normal(m, s)
+            lp, ent = log_prob(xt), entropy()
+        ((lp * w).sum() + (ent * w).sum() * 0.5).backward()
+        return lp, ent, m.grad, s.grad, xt.grad if x_is_tensor else None
+
+    for got, want in zip(run(True), run(False)):
+        if want is None:
+            assert got is None
+            continue
+        if isinstance(got, Tensor):
+            got, want = got.data, want.data
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("state_dependent_std", [False, True])
+def test_normal_log_prob_and_entropy_match_central_differences(state_dependent_std):
+    rng = np.random.default_rng(41)
+    mean = rng.normal(size=(4, 3))
+    log_std = rng.normal(size=(4, 3) if state_dependent_std else (3,)) * 0.5
+    x = rng.normal(size=(4, 3))
+    assert rlgrad.gradcheck(lambda m, s: Normal(m, s).log_prob(x), [mean, log_std])
+    assert rlgrad.gradcheck(lambda x, m, s: Normal(m, s)._log_prob(x), [x, mean, log_std])
+    assert rlgrad.gradcheck(lambda m, s: Normal(m, s).entropy() + m.sum() * 0, [mean, log_std])
+
+
+def test_normal_log_prob_double_backward_matches_torch():
+    """Hessian-vector products through the fused node (its create_graph path) against torch."""
+    rng = np.random.default_rng(42)
+    mean, log_std, x = rng.normal(size=(5, 3)), rng.normal(size=3) * 0.5, rng.normal(size=(5, 3))
+    w = rng.normal(size=5)
+    vm, vs = rng.normal(size=(5, 3)), rng.normal(size=3)
+    m = rlgrad.tensor(mean, requires_grad=True)
+    s = rlgrad.tensor(log_std, requires_grad=True)
+    out = (Normal(m, s).log_prob(x) * w).sum()
+    hm, hs = rlgrad.hvp(out, [m, s], [vm, vs])
+
+    mt, st = _t(mean), _t(log_std)
+    lp = torch.distributions.Normal(mt, st.exp()).log_prob(torch.tensor(x)).sum(-1)
+    gm, gs = torch.autograd.grad((lp * torch.tensor(w)).sum(), [mt, st], create_graph=True)
+    thm, ths = torch.autograd.grad((gm * torch.tensor(vm)).sum() + (gs * torch.tensor(vs)).sum(),
+                                   [mt, st])
+    np.testing.assert_allclose(hm, thm.numpy(), rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(hs, ths.numpy(), rtol=RTOL, atol=ATOL)
+
+
+def test_normal_sample_refuses_a_log_std_with_more_rows_than_the_mean():
+    d = Normal(np.zeros(3), np.zeros((2, 3)))  # log-probabilities broadcast; samples cannot
+    with pytest.raises(ValueError, match=r"log_std of shape \(2, 3\) does not broadcast to the "
+                                         r"mean's shape \(3,\)"):
+        d.sample(np.random.default_rng(0))
+
+
 # ---- Categorical: non-finite logits ----------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["sample", "mode"])

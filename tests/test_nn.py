@@ -470,3 +470,160 @@ def test_mlp_under_no_grad_builds_no_graph():
     with rlgrad.no_grad():
         out = model(np.ones((2, 3), dtype=np.float32))
     assert out.requires_grad is False
+
+
+# --------------------------------------------------------------------------------------------
+# MLP's fused layer stack
+# --------------------------------------------------------------------------------------------
+
+
+def layer_by_layer(model: nn.MLP, x):
+    """The MLP run one module after another (Sequential's forward): the unfused reference."""
+    return nn.Sequential.forward(model, x)
+
+
+def forward_backward(forward, model, x, g, x_grad=True):
+    model.zero_grad()
+    xt = rlgrad.tensor(x, requires_grad=x_grad)
+    out = forward(xt)
+    out.backward(g)
+    return out, xt.grad, [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape", [(5,), (7, 5), (64, 5), (3, 4, 5)], ids=str)
+@pytest.mark.parametrize("output_activation", [None, "tanh", "relu"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fused_mlp_is_bitwise_the_layer_by_layer_graph(activation, output_activation, x_shape,
+                                                       dtype):
+    rng = np.random.default_rng(30)
+    model = nn.MLP([5, 8, 6, 3], activation=activation, output_activation=output_activation,
+                   rng=rng, dtype=dtype)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    g = rng.standard_normal(x_shape[:-1] + (3,)).astype(dtype)
+    out, gx, gps = forward_backward(model, model, x, g)
+    assert len(out._parents) == 1 + 6  # one node: x and the three layers' weights and biases
+    ref, ref_gx, ref_gps = forward_backward(lambda t: layer_by_layer(model, t), model, x, g)
+    np.testing.assert_array_equal(out.data, ref.data)
+    assert out.dtype == ref.dtype and out.shape == ref.shape
+    np.testing.assert_array_equal(gx, ref_gx)
+    for name, p, q in zip(dict(model.named_parameters()), gps, ref_gps):
+        assert p.dtype == q.dtype, name
+        np.testing.assert_array_equal(p, q, err_msg=name)
+    with rlgrad.no_grad():  # the numpy-only inference path
+        inferred = model(x)
+    assert inferred.requires_grad is False and inferred._parents == ()
+    np.testing.assert_array_equal(inferred.data, ref.data)
+
+
+def test_fused_mlp_with_frozen_layers_and_float64_inputs_matches_the_unfused_graph():
+    rng = np.random.default_rng(31)
+    model = nn.MLP([4, 6, 6, 1], rng=rng)  # float32 weights
+    model[0].weight.requires_grad_(False)
+    model[0].bias.requires_grad_(False)
+    x = rng.standard_normal((9, 4))  # float64: promotes every layer to float64
+    g = rng.standard_normal((9, 1))
+    out, gx, gps = forward_backward(model, model, x, g, x_grad=False)
+    ref, _, ref_gps = forward_backward(lambda t: layer_by_layer(model, t), model, x, g,
+                                       x_grad=False)
+    assert out.dtype == np.float64 and gx is None
+    np.testing.assert_array_equal(out.data, ref.data)
+    assert gps[0] is None and gps[1] is None
+    for p, q in zip(gps[2:], ref_gps[2:]):
+        assert p.dtype == np.float32
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_fused_layer_stack_gradients_match_central_differences(activation):
+    from rlgrad.nn import _layer_stack
+
+    rng = np.random.default_rng(32)
+    # x, then W1 b1 (activation), W2 without a bias (activation), W3 b3 (no activation)
+    inputs = [rng.standard_normal(s) for s in [(6, 3), (4, 3), (4,), (4, 4), (2, 4), (2,)]]
+
+    def fn(x, w1, b1, w2, w3, b3):
+        return _layer_stack(x, [[w1, b1, activation], [w2, None, activation], [w3, b3, None]])
+
+    assert rlgrad.gradcheck(fn, inputs)
+
+
+def test_fused_mlp_double_backward_matches_torch():
+    """Hessian-vector products through the fused stack (create_graph recomputes the layers on
+    the graph) against torch, for the parameters and the input."""
+    rng = np.random.default_rng(33)
+    model = nn.MLP([3, 5, 4, 2], rng=rng, dtype=np.float64)
+    tmodel = torch_sequential_like(model)
+    x_np = rng.standard_normal((6, 3))
+    x = rlgrad.tensor(x_np, requires_grad=True)
+    params = [x, *model.parameters()]
+    vs = [rng.standard_normal(p.shape) for p in params]
+    out = model(x)
+    assert len(out._parents) == 7
+    (hv_x, *hv) = rlgrad.hvp((out * out).sum() + out.sum(), params, vs)
+
+    tx = torch.tensor(x_np, requires_grad=True)
+    tparams = [tx, *tmodel.parameters()]
+    tout = tmodel(tx)
+    tg = torch.autograd.grad((tout * tout).sum() + tout.sum(), tparams, create_graph=True)
+    dot = sum((g * torch.from_numpy(v)).sum() for g, v in zip(tg, vs))
+    thv = torch.autograd.grad(dot, tparams)
+    assert_close(hv_x, thv[0].numpy(), what="x")
+    for (name, _), h, th in zip(model.named_parameters(), hv, thv[1:]):
+        assert_close(h, th.numpy(), what=name)
+
+
+def test_mlp_with_a_replaced_module_runs_module_by_module():
+    rng = np.random.default_rng(34)
+    model = nn.MLP([3, 4, 2], rng=rng, dtype=np.float64)
+    model.__setattr__("1", nn.Sigmoid())  # not fusable: Sequential's path
+    x = rng.standard_normal((5, 3))
+    out = model(x)
+    assert len(out._parents) != 5  # the last linear node, not the fused stack
+    w0, b0, w2, b2 = (p.data for p in model.parameters())
+    want = (1 / (1 + np.exp(-(x @ w0.T + b0)))) @ w2.T + b2
+    assert_close(out.data, want)
+
+
+def test_fused_mlp_rejects_an_input_of_the_wrong_width():
+    model = nn.MLP([4, 3, 2])
+    for grad_mode in (rlgrad.enable_grad, rlgrad.no_grad):
+        with grad_mode(), pytest.raises(ValueError, match=r"input of shape \(2, 5\) does not "
+                                                          r"fit a weight of shape \(3, 4\)"):
+            model(np.zeros((2, 5), np.float32))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("moving", ["all", "params", "x", "last bias"])
+def test_fused_layer_stack_tangent_is_the_directional_derivative(activation, moving):
+    """Forward mode through the fused node (for Fisher-vector products) against central
+    differences along the tangents, in float64, with some inputs held still."""
+    from rlgrad.nn import _layer_stack, _layer_stack_tangent
+
+    rng = np.random.default_rng(35)
+    # x, then W1 b1, W2 (no bias), W3 b3; every layer with the activation
+    shapes = [(6, 3), (5, 3), (5,), (4, 5), (2, 4), (2,)]
+    values = [rng.standard_normal(s) for s in shapes]
+
+    def stack(vals, grad=True):
+        x, w1, b1, w2, w3, b3 = (rlgrad.tensor(v, requires_grad=grad) for v in vals)
+        return _layer_stack(x, [[w1, b1, activation], [w2, None, activation],
+                                [w3, b3, activation]])
+
+    dots = [rng.standard_normal(s) for s in shapes]
+    if moving == "params":
+        dots[0] = None
+    elif moving == "x":
+        dots[1:] = [None] * 5
+    elif moving == "last bias":
+        dots[:-1] = [None] * 5
+    frozen = [None if d is None else d.copy() for d in dots]
+    out = stack(values)
+    got = _layer_stack_tangent(out, dots)
+    eps = 1e-6
+    with rlgrad.no_grad():
+        plus = stack([v if d is None else v + eps * d for v, d in zip(values, dots)], False)
+        minus = stack([v if d is None else v - eps * d for v, d in zip(values, dots)], False)
+    assert_close(got, (plus.data - minus.data) / (2 * eps), rtol=1e-6, atol=1e-8)
+    for d, f in zip(dots, frozen):  # the given tangents are not written into
+        assert (d is None and f is None) or np.array_equal(d, f)

@@ -382,3 +382,91 @@ def test_reward_scaler_bad_input():
         RewardScaler(0, 0.9)
     with pytest.raises(ValueError, match=r"'returns' has shape \(2,\), expected \(3,\)"):
         RewardScaler(3, 0.9).load_state_dict(scaler.state_dict())
+
+
+# ---- the single-row and single-environment fast paths ----------------------------------------
+
+def reference_update(rms: RunningMeanStd, x: np.ndarray) -> None:
+    """RunningMeanStd.update through the batch moments (the general path), for any batch."""
+    if x.shape[0]:
+        rms.update_from_moments(x.mean(axis=0, dtype=np.float64),
+                                x.var(axis=0, dtype=np.float64), x.shape[0])
+
+
+def assert_same_state(a, b):
+    for (k, u), v in zip(a.state_dict().items(), b.state_dict().values()):
+        np.testing.assert_array_equal(u, v, err_msg=k)
+        assert np.signbit(u).tolist() == np.signbit(v).tolist(), k
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64])
+@pytest.mark.parametrize("shape", [(), (3,), (2, 2)])
+def test_running_stats_of_single_rows_are_bitwise_the_batch_moments_path(shape, dtype):
+    rng = np.random.default_rng(20)
+    rms, ref = RunningMeanStd(shape), RunningMeanStd(shape)
+    for t in range(200):
+        row = (rng.normal(2.0, 3.0, size=(1, *shape)) * 10).astype(dtype)
+        if t % 7 == 0 and dtype != np.int64:
+            row[...] = -0.0  # np.mean turns -0.0 into +0.0; the statistics must not differ
+        rms.update(row)
+        reference_update(ref, row)
+        assert_same_state(rms, ref)
+
+
+def test_observation_normalizer_of_one_observation_is_bitwise_the_batch_path():
+    rng = np.random.default_rng(21)
+    norm = ObservationNormalizer((11,), clip=3.0)
+    ref = RunningMeanStd((11,))
+    for t in range(100):
+        obs = rng.normal(1.0, 2.0, size=11 if t % 2 else (1, 11)).astype(np.float32)
+        got = norm(obs)
+        reference_update(ref, obs.reshape(1, 11))
+        want = np.clip((obs - ref.mean) / np.sqrt(ref.var + 1e-8), -3.0, 3.0).astype(np.float32)
+        np.testing.assert_array_equal(got, want)
+        assert got.shape == obs.shape and got.dtype == np.float32
+        assert_same_state(norm.obs_rms, ref)
+
+
+@pytest.mark.parametrize("gamma,clip", [(0.99, 10.0), (0.0, 10.0), (1.0, 0.5)])
+def test_reward_scaler_of_one_environment_is_bitwise_the_vector_path(gamma, clip):
+    """RewardScaler(1) runs in Python floats; the same IEEE operations as the numpy path."""
+    rng = np.random.default_rng(22)
+    scaler = RewardScaler(1, gamma, clip=clip)
+    rms, returns = RunningMeanStd(()), np.zeros(1)
+    for t in range(300):
+        r = rng.normal(0.5, 3.0, size=1)
+        term, trunc, valid = rng.random(1) < 0.05, rng.random(1) < 0.03, rng.random(1) < 0.9
+        update = t % 11 != 0
+        got = scaler(r, term, trunc, valid if t % 3 else None, update=update)
+        if t % 3 == 0:
+            valid = np.ones(1, bool)
+        if update:  # the vector path, written out
+            ret = np.where(valid, gamma * returns + r, returns)
+            reference_update(rms, ret[valid])
+            returns = np.where(valid & (term | trunc), 0.0, ret)
+        want = np.where(valid, np.clip(r / np.sqrt(rms.var + 1e-8), -clip, clip), 0.0)
+        np.testing.assert_array_equal(got, want)
+        assert got.shape == (1,) and got.dtype == np.float64
+        np.testing.assert_array_equal(scaler.returns, returns)
+        assert_same_state(scaler.ret_rms, rms)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")  # numpy's, on the way to the error
+def test_single_rows_whose_statistics_overflow_are_refused_and_change_nothing():
+    rms = RunningMeanStd((3,))
+    rms.update(np.ones((4, 3)))
+    before = rms.state_dict()
+    with pytest.raises(ValueError, match=r"statistics overflow float64 .*1e\+200.*scale the"):
+        rms.update(np.array([[0.0, 1e200, 0.0]]))
+    for k, v in rms.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    scaler = RewardScaler(1, 0.99)
+    f = np.zeros(1, bool)
+    scaler(np.array([1.0]), f, f)
+    state = scaler.state_dict()
+    with pytest.raises(ValueError, match=r"statistics overflow float64 .*1e\+200.*scale the"):
+        scaler(np.array([1e200]), f, f)
+    for k, v in scaler.state_dict().items():
+        np.testing.assert_array_equal(v, state[k])
+    with pytest.raises(ValueError, match=r"obs must be finite, got nan at index \[0, 2\]"):
+        ObservationNormalizer(3)(np.array([[0.0, 1.0, np.nan]]))

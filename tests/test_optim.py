@@ -653,3 +653,65 @@ def test_whole_group_adam_step_is_bitwise_the_per_parameter_rule(cls, amsgrad):
             for name in st:
                 np.testing.assert_array_equal(opt.state[p][name], st[name])
     assert opt._buffers, "the whole-group path was not taken"
+
+
+@pytest.mark.parametrize("hyper", ["lr", "beta1", "beta2"])
+def test_whole_group_adam_with_a_numpy_scalar_hyperparameter_is_the_per_parameter_rule(hyper):
+    """A numpy float64 hyperparameter promotes (1 - beta1) * grad of float32 parameters to
+    float64; the whole-group path must not round that product into float32 scratch space."""
+    from rlgrad.optim.adam import _adam_update
+
+    rng = np.random.default_rng(1)
+    shapes = [(3, 4), (4,), (2,)]
+    a = [rlgrad.tensor(rng.normal(size=s).astype(np.float32), requires_grad=True)
+         for s in shapes]
+    b = [p.data.copy() for p in a]
+    lr, beta1, beta2 = 0.01, 0.9, 0.999
+    if hyper == "lr":
+        lr = np.float64(lr)
+    elif hyper == "beta1":
+        beta1 = np.float64(beta1)
+    else:
+        beta2 = np.float64(beta2)
+    opt = optim.Adam(a, lr=lr, betas=(beta1, beta2))
+    group = dict(opt.param_groups[0])
+    states = [{} for _ in b]
+    for _ in range(4):
+        grads = [rng.normal(size=s).astype(np.float32) for s in shapes]
+        for p, g in zip(a, grads):
+            p.grad = g.copy()
+        opt.step()
+        for q, g, st in zip(b, grads, states):
+            _adam_update(q, g, st, group)
+        for p, q in zip(a, b):
+            np.testing.assert_array_equal(p.data, q)
+
+
+def test_param_state_values_and_items_are_the_mappings():
+    params = [rlgrad.tensor(np.ones(s), requires_grad=True) for s in [(2,), (3,), ()]]
+    opt = optim.Adam(params)
+    for p in params:
+        p.grad = np.ones(p.shape)
+    opt.step()
+    keys = list(opt.state)
+    assert keys == [] or all(k is p for k, p in zip(keys, params))
+    assert len(opt.state.values()) == len(opt.state.items()) == 3
+    assert all(v is opt.state[k] for k, v in zip(keys, opt.state.values()))
+    assert all(k is kk and v is opt.state[k] for (k, v), kk in zip(opt.state.items(), keys))
+    assert [s["step"] for s in opt.state.values()] == [1, 1, 1]
+    other = optim.Adam(params)
+    other.load_state_dict(opt.state_dict())
+    assert [s["step"] for s in other.state.values()] == [1, 1, 1]
+    assert all(k is p for (k, _), p in zip(other.state.items(), params))
+
+
+def test_whole_group_adam_with_a_gradient_of_another_dtype_steps_per_parameter():
+    # the group path does not apply; the per-parameter rule must find the state untouched
+    params = [rlgrad.tensor(np.ones(s, np.float32), requires_grad=True) for s in [(2,), (3,)]]
+    opt = optim.Adam(params, lr=0.1)
+    params[0].grad = np.ones(2)  # float64, set by hand
+    params[1].grad = np.ones(3, np.float32)
+    opt.step()
+    assert [opt.state[p]["step"] for p in params] == [1, 1]
+    np.testing.assert_allclose(params[0].data, 0.9, rtol=1e-6)
+    np.testing.assert_allclose(params[1].data, 0.9, rtol=1e-6)

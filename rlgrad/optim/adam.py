@@ -174,8 +174,13 @@ def _adam_update_group(
     all share one dtype and one step count; otherwise (and for a single parameter) the caller
     loops over :func:`_adam_update`.
     """
-    if len(params) < 2 or len(params) != len(group["params"]):
+    if len(params) < 2 or len(params) != len(group["params"]) \
+            or not _python_numbers(group["lr"], *group["betas"]):
         return False
+    dtype = params[0].data.dtype
+    for g in grads:  # checked before the buffers re-point any state at them
+        if g.dtype != dtype:
+            return False
     key = id(group)
     buf = buffers.get(key)
     if (buf is None or buf["states"] is not states or buf["params"] != params
@@ -184,19 +189,59 @@ def _adam_update_group(
         if buf is None:
             return False
         buffers[key] = buf
-    dtype, st = buf["dtype"], buf["dicts"]
-    if any(g.dtype != dtype for g in grads):
-        return False
+    st = buf["dicts"]
     step = st[0].get("step", 0)
-    if any(s.get("step", 0) != step for s in st):  # some parameter missed a step
-        return False
+    for s in st:
+        if s.get("step", 0) != step:  # some parameter missed a step
+            return False
     step += 1
     for s in st:
         s["step"] = step
-    update = _adam_direction(buf, np.concatenate([g.ravel() for g in grads]), step, group)
-    for p, sl in zip(params, buf["slices"]):
-        p.data -= update[sl].reshape(p.data.shape)
+    np.concatenate(grads, axis=None, out=buf["grad"])
+    _adam_direction_flat(buf, step, group)
+    for p, u in zip(params, buf["update_views"]):
+        p.data -= u
     return True
+
+
+def _python_numbers(*values: Any) -> bool:
+    """Whether every value is a Python int or float: numpy's weak scalars, which keep a float32
+    product in float32. (A numpy float64 hyperparameter promotes ``(1 - beta1) * grad`` to
+    float64, and writing that into a float32 scratch buffer would round differently.)"""
+    return all(type(v) is float or type(v) is int for v in values)
+
+
+def _adam_direction_flat(buf: dict[str, Any], step: int, group: Mapping[str, Any]) -> None:
+    """:func:`_adam_direction` on a group's flat vectors, every temporary written into a kept
+    buffer: the same operations on the same operands in the same order, so bitwise the same
+    result, without allocating. Reads ``buf["grad"]``, leaves the step in ``buf["update"]``."""
+    beta1, beta2 = group["betas"]
+    grad, tmp, update = buf["grad"], buf["tmp"], buf["update"]
+    exp_avg = buf["exp_avg"]
+    exp_avg *= beta1
+    np.multiply(1 - beta1, grad, out=tmp)
+    exp_avg += tmp
+    exp_avg_sq = buf["exp_avg_sq"]
+    exp_avg_sq *= beta2
+    np.multiply(1 - beta2, grad, out=tmp)
+    tmp *= grad
+    exp_avg_sq += tmp
+
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    step_size = group["lr"] / bias_correction1
+
+    denom = tmp
+    if group["amsgrad"]:
+        max_exp_avg_sq = buf["max_exp_avg_sq"]
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        np.sqrt(max_exp_avg_sq, out=denom)
+    else:
+        np.sqrt(exp_avg_sq, out=denom)
+    denom /= bias_correction2**0.5
+    denom += group["eps"]
+    np.multiply(step_size, exp_avg, out=update)
+    update /= denom
 
 
 def _build_group_buffers(
@@ -227,5 +272,8 @@ def _build_group_buffers(
                 flat[a:b] = np.asarray(s[name]).ravel()
             s[name] = flat[a:b].reshape(p.data.shape)
         buf[name] = flat
-    buf["slices"] = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+    for name in ("grad", "tmp", "update"):  # scratch space of _adam_direction_flat
+        buf[name] = np.zeros(offsets[-1], dtype=dtype)
+    buf["update_views"] = [buf["update"][a:b].reshape(p.data.shape)
+                           for p, a, b in zip(params, offsets[:-1], offsets[1:])]
     return buf

@@ -29,7 +29,15 @@ state array's shape against the parameters it is loaded into, and copies the arr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    ValuesView,
+)
 from typing import Any
 
 import numpy as np
@@ -73,6 +81,30 @@ class ParamState(MutableMapping):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def values(self) -> ValuesView:
+        return _StateValues(self)
+
+    def items(self) -> ItemsView:
+        return _StateItems(self)
+
+
+class _StateValues(ValuesView):
+    """``ParamState.values()``, iterated without a lookup per parameter."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (state for _, state in self._mapping._entries.values())
+
+
+class _StateItems(ItemsView):
+    """``ParamState.items()``, iterated without a lookup per parameter."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[tuple[Tensor, dict[str, Any]]]:
+        return iter(self._mapping._entries.values())
 
 
 class Optimizer:
