@@ -28,6 +28,7 @@ import numpy as np
 
 from .autograd import grad
 from .distributions import Categorical, Distribution, Normal
+from .nn import _layer_stack, _layer_stack_tangent
 from .tensor import Tensor, _sum_to, linear, no_grad
 
 __all__ = [
@@ -310,6 +311,8 @@ _TANGENT_RULES: list[tuple[Callable, Callable[[Tensor, Tangents], np.ndarray]]] 
     (Tensor.clip, lambda node, dots: dots[0] * (node.data == node._parents[0].data)),
     (Tensor.reshape, lambda node, dots: dots[0].reshape(node.shape)),
     (Tensor.astype, lambda node, dots: dots[0].astype(node.dtype)),
+    # an MLP's Linear + activation stack is one fused node (rlgrad.nn), with its own rule
+    (_layer_stack, _layer_stack_tangent),
 ]
 
 

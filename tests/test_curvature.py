@@ -199,7 +199,10 @@ def _every_rule(lib, obs, w, b, c, s, w2):
     """A graph through every primitive with a tangent rule."""
     linear = rlgrad.linear if lib is rlgrad else F.linear
     h = linear(obs, w, b).tanh() * c
-    h = h + s.exp()
+    # an MLP's fused Linear + tanh stack (rlgrad.nn._layer_stack) against the two torch ops
+    stack = (rlgrad.nn._layer_stack(h, [[w2, b, "tanh"]]) if lib is rlgrad
+             else torch.tanh(F.linear(h, w2, b)))
+    h = h + stack + s.exp()
     h = (-h).sigmoid() / (s * s + 1.0)
     h = ((h @ w2).relu() + (h @ w2).clip(-0.2, 0.2)).reshape(-1)
     return h, h.astype(np.float32) if lib is rlgrad else h.to(torch.float32)
