@@ -464,14 +464,19 @@ class Agent:
         if not np.isfinite(norm):
             raise NonFiniteError(f"gradient norm is {norm} at {where}; parameters left "
                                  "unchanged")
-        before = [p.data.copy() for p in params]
+        # one flat copy before the step, one after: a single sum then tells whether every
+        # parameter is finite (a few microseconds instead of one reduce per parameter)
+        before = np.concatenate([p.data.ravel() for p in params])
         for o in opts:
             # the loss's graph is kept, so it can serve as the closure Newton's method needs
             o.step(lambda: loss)
-        bad = _first_nonfinite(params)
+        after = np.concatenate([p.data.ravel() for p in params])
+        bad = None if np.isfinite(np.add.reduce(after)) else _first_nonfinite(params)
         if bad is not None:
-            for q, saved in zip(params, before):
-                q.data[...] = saved
+            start = 0
+            for q in params:
+                q.data[...] = before[start:start + q.size].reshape(q.shape)
+                start += q.size
             raise NonFiniteError(
                 f"the optimizer step made parameter {self._param_name(bad)} non-finite at "
                 f"{where}; parameters restored to before the step (lower the learning rate)")

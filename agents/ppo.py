@@ -119,12 +119,14 @@ class PPO(ActorCritic):
         entropy = dist.entropy().mean()
         loss = policy_loss + value_loss * c.vf_coef - entropy * c.ent_coef
 
+        # metrics only (no gradient flows through them): plain sums, no numpy dispatch
         r = ratio.data.astype(np.float64)
         lr_ = logratio.data.astype(np.float64)
+        n = len(r)
         metrics = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
-                   "entropy": entropy.item(), "old_approx_kl": float(np.mean(-lr_)),
-                   "approx_kl": float(np.mean((r - 1.0) - lr_)),
-                   "clipfrac": float(np.mean(np.abs(r - 1.0) > c.clip_coef))}
+                   "entropy": entropy.item(), "old_approx_kl": -float(np.add.reduce(lr_)) / n,
+                   "approx_kl": float(np.add.reduce((r - 1.0) - lr_)) / n,
+                   "clipfrac": float(np.count_nonzero(np.abs(r - 1.0) > c.clip_coef)) / n}
         return loss, metrics
 
     def stop_epochs(self, metrics: dict[str, float]) -> bool:
