@@ -622,7 +622,12 @@ def _given(config: AgentConfig) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
+# make_vec's own options, which the single environment behind describe_spaces does not take
+_VECTOR_OPTIONS = ("vectorization", "autoreset_mode", "clip_actions", "check_finite")
+
+
 def _discrete(env_id: str, env_kwargs: dict[str, Any]) -> bool:
     from rlgrad.envs import describe_spaces
 
-    return describe_spaces(env_id, **env_kwargs).discrete
+    kwargs = {k: v for k, v in env_kwargs.items() if k not in _VECTOR_OPTIONS}
+    return describe_spaces(env_id, **kwargs).discrete
