@@ -54,7 +54,7 @@ def test_next_step_autoreset_entries_are_not_transitions(cls):
                                naive_gae(batch, value_fn, c.gamma, c.gae_lambda),
                                rtol=1e-5, atol=1e-5)
     agent.learn(2 * 96 * 4)
-    assert agent.global_step > 0 and agent.num_updates == 2
+    assert 600 < agent.global_step <= 2 * 96 * 4  # the budget counts valid steps only
     agent.close()
 
 
