@@ -86,8 +86,7 @@ def test_learn_after_load_continues_the_step_count_and_the_schedule(tmp_path):
     first.save(tmp_path / "half")
     second = PPO.load(tmp_path / "half")
     assert second.global_step == 320
-    # the schedule of the resumed run is the straight run's: same total of 640 steps
-    second._schedule_total = 640
+    # 320 more steps from step 320: the schedule spans 0..640, as the straight run's
     second.learn(320, lambda a, info: lrs.append(info["learning_rate"]),
                  reset_num_timesteps=False)
     assert second.global_step == 640
