@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
-from agents.base import log_prob, opt
+from agents.base import log_prob, opt, optimizer_names
 from rlgrad.rollout import Minibatch
 from rlgrad.tensor import Tensor
 
@@ -20,7 +20,7 @@ class A2CConfig(ActorCriticConfig):
 
     optimizer: str = field(default="rmsprop", metadata=opt(
         "optimizer, by name (the A2C paper and SB3 use RMSprop)",
-        choices=lambda: sorted(__import__("rlgrad").optim.OPTIMIZERS)))
+        choices=optimizer_names))
     lr: float = field(default=7e-4, metadata=opt("learning rate", gt=0, resume=True))
     optimizer_eps: float | None = field(default=1e-5, metadata=opt(
         "eps of the optimizer (SB3's RMSprop: 1e-5)", gt=0))
@@ -53,9 +53,7 @@ class A2C(ActorCritic):
         c = self.config
         dist, value = self.evaluate_actions(mb.obs)
         logp = log_prob(dist, mb.actions, mb.get("pre_tanh"))
-        adv = mb.advantages
-        if c.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8) if len(adv) > 1 else adv - adv
+        adv = self.standardize_advantages(mb.advantages)
         policy_loss = -(logp * adv.astype(logp.dtype)).mean()
         diff = value - mb.value_targets.astype(value.dtype)
         value_loss = (diff * diff).mean()

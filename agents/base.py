@@ -51,7 +51,8 @@ opt = cfg.opt
 LR_SCHEDULES = ("constant", "linear", "cosine")
 
 
-def _optimizers() -> list[str]:
+def optimizer_names() -> list[str]:
+    """The registered optimizers' names (a config field's choices)."""
     return sorted(optim.OPTIMIZERS)
 
 
@@ -65,7 +66,7 @@ class AgentConfig:
     ``config.json`` key, and declares its own constraint (checked by :meth:`validate`)."""
 
     optimizer: str = field(default="adam", metadata=opt(
-        "optimizer, by name", choices=_optimizers))
+        "optimizer, by name", choices=optimizer_names))
     lr: float = field(default=1e-2, metadata=opt(
         "learning rate of the policy's optimizer", gt=0, resume=True))
     optimizer_eps: float | None = field(default=None, metadata=opt(

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agents.actor_critic import ActorCritic, ActorCriticConfig
-from agents.base import opt
+from agents.base import opt, optimizer_names
 from rlgrad.autograd import conjugate_gradient, grad
 from rlgrad.curvature import FisherVectorProduct
 from rlgrad.distributions import Categorical, Distribution, Normal
@@ -63,7 +63,7 @@ class NPGConfig(ActorCriticConfig):
         "not used: the value function has its own optimizer", ge=0))
     optimizer: str = field(default="adam", metadata=opt(
         "optimizer of the value function, by name",
-        choices=lambda: sorted(__import__("rlgrad").optim.OPTIMIZERS)))
+        choices=optimizer_names))
     optimizer_eps: float | None = field(default=1e-5, metadata=opt(
         "eps of the value function's Adam (SB3's policies: 1e-5)", gt=0))
     num_envs: int = field(default=1, metadata=opt("environments stepped in parallel", gt=0))
@@ -210,16 +210,9 @@ class NPG(ActorCritic):
         """-L on a mini-batch with its advantages standardised (what the gradient diagnostics
         read; the update itself standardises over the whole batch)."""
         arrays = dict(mb)
-        arrays["advantages"] = self._standardize(mb.advantages)
+        arrays["advantages"] = self.standardize_advantages(mb.advantages)
         objective = self.surrogate(self.policy(mb.obs), arrays)
         return -objective, {"policy_loss": -objective.item()}
-
-    def _standardize(self, adv: np.ndarray) -> np.ndarray:
-        if not self.config.normalize_advantages:
-            return adv
-        if len(adv) < 2:
-            return adv - adv
-        return (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
 
     # ---- the update -----------------------------------------------------------------------
     def update(self, batch: Batch) -> dict[str, float]:
@@ -239,7 +232,7 @@ class NPG(ActorCritic):
         their advantages standardised over them."""
         k = self.config.sub_sampling_factor
         arrays = {key: v[::k] for key, v in batch.flat_arrays().items()}
-        arrays["advantages"] = self._standardize(arrays["advantages"])
+        arrays["advantages"] = self.standardize_advantages(arrays["advantages"])
         return arrays
 
     def step_fractions(self) -> Sequence[float]:

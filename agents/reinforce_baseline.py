@@ -6,9 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agents.base import opt
+from agents.base import opt, optimizer_names
 from agents.reinforce import Reinforce, ReinforceConfig
-from rlgrad import optim
 from rlgrad.policies import ValueFunction
 from rlgrad.returns import explained_variance, normalize
 from rlgrad.rollout import Batch
@@ -22,7 +21,7 @@ class ReinforceBaselineConfig(ReinforceConfig):
     lr: float = field(default=1e-2, metadata=opt(
         "learning rate of the policy's optimizer", gt=0, resume=True))
     value_optimizer: str = field(default="adam", metadata=opt(
-        "optimizer of the value network, by name", choices=lambda: sorted(optim.OPTIMIZERS)))
+        "optimizer of the value network, by name", choices=optimizer_names))
     value_lr: float = field(default=1e-2, metadata=opt(
         "learning rate of the value network", gt=0, resume=True))
     value_steps: int = field(default=10, metadata=opt(
