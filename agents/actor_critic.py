@@ -148,6 +148,16 @@ class ActorCritic(Agent):
             batch.data["value_targets"] = batch.data["returns"]
             batch.data["old_values"] = batch.flat(batch.extras["value"])
 
+    def standardize_advantages(self, adv: np.ndarray) -> np.ndarray:
+        r"""Advantages of one mini-batch standardised if ``normalize_advantages``:
+        :math:`(A - \bar A) / (s_A + 10^{-8})` with the unbiased std (ddof 1, as torch's
+        ``std`` in CleanRL); a single advantage becomes 0."""
+        if not self.config.normalize_advantages:
+            return adv
+        if len(adv) < 2:
+            return adv - adv
+        return (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+
     def after_update(self, batch: Batch) -> dict[str, float]:
         return {"explained_variance": explained_variance(batch.flat(batch.extras["value"]),
                                                          batch.data["returns"])}

@@ -99,9 +99,7 @@ class PPO(ActorCritic):
         logp = log_prob(dist, mb.actions, mb.get("pre_tanh"))
         logratio = logp - mb.log_prob.astype(logp.dtype)
         ratio = logratio.exp()
-        adv = mb.advantages
-        if c.normalize_advantages:
-            adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8) if len(adv) > 1 else adv - adv
+        adv = self.standardize_advantages(mb.advantages)
         adv = adv.astype(logp.dtype)
         pg1 = ratio * -adv
         pg2 = ratio.clip(1.0 - c.clip_coef, 1.0 + c.clip_coef) * -adv
