@@ -312,12 +312,13 @@ def test_an_update_reports_every_metric():
     agent = TRPO(SIGNAL, tiny(TRPO, grad_variance_batches=4), seed=0)
     infos = []
     agent.learn(1_000, callback=lambda a, info: infos.append(info))
+    assert infos, "no update ran: nothing below was checked"
     for info in infos:
         m = info["metrics"]
         assert set(METRICS) | {"grad_variance", "grad_relative_variance"} <= set(m)
         assert all(math.isfinite(v) for v in m.values()), m
         assert m["line_search_rejected"] in (0.0, 1.0)
-        assert 1 <= m["cg_iterations"] <= 15
+        assert 1 <= m["cg_iterations"] <= agent.config.cg_iterations
         assert info["learning_rate"] == 1e-3  # the value function's, the only optimizer
 
 

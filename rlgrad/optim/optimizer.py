@@ -20,7 +20,7 @@ To write it without pickle, split it into arrays and JSON metadata::
     with open(path + ".json", "w") as f:
         json.dump(meta, f)
 
-    with np.load(path + ".npz") as arrays, open(path + ".json") as f:
+    with np.load(path + ".npz", allow_pickle=False) as arrays, open(path + ".json") as f:
         optimizer.load_state_dict(unflatten_state_dict(arrays, json.load(f)))
 
 ``load_state_dict`` validates the number of groups, the number of parameters per group and every
