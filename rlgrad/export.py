@@ -320,9 +320,10 @@ def _onnx_model(p: _Program) -> Any:
     try:
         import onnx
         from onnx import TensorProto, helper, numpy_helper
-    except ImportError as e:
-        raise ImportError(f"format 'onnx' needs the onnx package (the 'export' extra): {e}"
-                          ) from None
+    except ImportError:
+        # a ValueError, so the CLI reports it in one line, as every other missing extra
+        raise ValueError("format 'onnx' needs the onnx package: pip install 'rlgrad[export]'"
+                         ) from None
     nodes: list[Any] = []
     inits: list[Any] = []
 

@@ -603,3 +603,22 @@ def test_export_creates_parents_and_replaces_existing_files(tmp_path):
     assert path.read_bytes() != first
     assert sorted(p.name for p in path.parent.iterdir()) == ["p.npz", "policy_loader.py"]
     assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+
+
+def test_onnx_without_the_onnx_package_is_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError("No module named 'onnx'")
+        return real_import(name, *args, **kwargs)
+
+    from rlgrad.policies import CategoricalPolicy
+
+    policy = CategoricalPolicy(4, 2, hidden_sizes=(8,), rng=np.random.default_rng(0))
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(ValueError, match=r"pip install 'rlgrad\[export\]'"):
+        export_policy(policy, tmp_path / "p.onnx", "onnx")
+    assert not (tmp_path / "p.onnx").exists()
